@@ -1,0 +1,1 @@
+"""Shared code for the Phi-2 QLoRA DialogSum pipeline: params, data, model, generation, scoring."""

@@ -1,0 +1,81 @@
+"""Switch params.yaml to the embedded CPU profile: build the tiny model and (unless given) the data.
+
+    python -m phisum.profile [--data DIR]
+
+Only the keys in profiles/cpu.yaml change; comments stay. `git checkout params.yaml` undoes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import yaml
+from ruamel.yaml import YAML
+
+from phisum.data import SPLITS, read_local_split
+from phisum.params import PARAMS_PATH, parse_params
+from phisum.synthetic import write_dataset
+from phisum.tiny_model import build_tiny_model
+
+PROFILE_PATH = Path("profiles/cpu.yaml")
+SYNTHETIC_DIR = Path("data/synthetic")
+TINY_MODEL_DIR = Path("models/tiny-phi")
+SYNTHETIC_SIZES = {"train": 600, "validation": 40, "test": 60}
+
+
+def apply_overrides(params_text: str, overrides: dict) -> tuple[str, list[str]]:
+    """Set nested keys in params YAML text, keeping comments; return new text and 'key: old -> new' lines."""
+    yaml_rt = YAML()
+    yaml_rt.preserve_quotes = True
+    yaml_rt.width = 4096
+    document = yaml_rt.load(params_text)
+    changes = []
+
+    def visit(node, values: dict, prefix: str) -> None:
+        for key, value in values.items():
+            if key not in node:
+                raise KeyError(f"{prefix}{key}: not a params.yaml key")
+            if isinstance(value, dict):
+                visit(node[key], value, f"{prefix}{key}.")
+            elif node[key] != value:
+                changes.append(f"{prefix}{key}: {node[key]} -> {value}")
+                node[key] = value
+
+    visit(document, overrides, "")
+    from io import StringIO
+
+    buffer = StringIO()
+    yaml_rt.dump(document, buffer)
+    return buffer.getvalue(), changes
+
+
+@click.command()
+@click.option("--data", "data_dir", default="", help="Local dataset directory; empty = generate the synthetic set.")
+def main(data_dir: str) -> None:
+    params = parse_params(yaml.safe_load(PARAMS_PATH.read_text(encoding="utf-8")))
+    if data_dir:
+        source = Path(data_dir).resolve()
+    else:
+        write_dataset(SYNTHETIC_DIR, params.seed, SYNTHETIC_SIZES)
+        source = SYNTHETIC_DIR
+        click.echo(f"wrote synthetic dataset to {SYNTHETIC_DIR}/ ({SYNTHETIC_SIZES})")
+    # The tokenizer learns from the training text it will see, plus the fixed prompt words.
+    rows, _ = read_local_split(Path(source), "train")
+    texts = [params.prompt.template] + [f"{r.get('dialogue', '')}\n{r.get('summary', '')}" for r in rows]
+    build_tiny_model(texts, TINY_MODEL_DIR, params.seed)
+    click.echo(f"built tiny Phi model in {TINY_MODEL_DIR}/ (tokenizer trained on {len(rows)} {SPLITS[0]} rows)")
+
+    overrides = yaml.safe_load(PROFILE_PATH.read_text(encoding="utf-8"))
+    overrides["model"]["name"] = str(TINY_MODEL_DIR)
+    overrides["data"]["source"] = str(source)
+    text, changes = apply_overrides(PARAMS_PATH.read_text(encoding="utf-8"), overrides)
+    parse_params(yaml.safe_load(text))  # never write a params file the stages would reject
+    PARAMS_PATH.write_text(text, encoding="utf-8")
+    click.echo("params.yaml switched to the CPU profile (undo: git checkout params.yaml):")
+    for line in changes:
+        click.echo(f"  {line}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""prepare: dataset -> checked, prompt-ready splits and data statistics.
+
+    python stages/prepare.py    (dvc.yaml stage `prepare`)
+
+Writes data/prepared/{train,validation,test}.jsonl and metrics/data.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from phisum.data import SPLITS, DataError, load_splits, prepare_split
+from phisum.files import write_json, write_jsonl
+from phisum.modeling import load_tokenizer
+from phisum.params import Params, ParamsError, load_params
+
+PARAMS = ("model", "data", "prompt", "evaluate.max_new_tokens")
+OUT_DIR = Path("data/prepared")
+STATS_PATH = Path("metrics/data.json")
+
+
+def prepare(params: Params, splits: dict[str, tuple[list[dict], str]], tokenizer) -> tuple[dict, dict]:
+    """Return ({split: rows}, statistics)."""
+    prepared, stats = {}, {}
+    for split in SPLITS:
+        rows, where = splits[split]
+        # Test prompts keep room for generation; training prompts keep room for their own summary.
+        reserve = params.evaluate.max_new_tokens if split == "test" else None
+        prepared[split], split_stats = prepare_split(
+            rows, where, params.prompt.template, tokenizer, params.prompt.max_length, reserve
+        )
+        stats[split] = split_stats.to_dict()
+    test_ids = {row["prompt"] for row in prepared["test"]}
+    stats["test"]["dialogues"] = len(test_ids)
+    return prepared, stats
+
+
+@click.command()
+def main() -> None:
+    try:
+        params = load_params()
+        click.echo(f"prepare: {params.data.source} (revision {params.data.revision}) with {params.model.name}")
+        splits = load_splits(params.data.source, params.data.revision)
+        prepared, stats = prepare(params, splits, load_tokenizer(params.model))
+    except (ParamsError, DataError) as error:
+        raise click.ClickException(str(error)) from None
+    for split, rows in prepared.items():
+        write_jsonl(OUT_DIR / f"{split}.jsonl", rows)
+        click.echo(f"  {split}: {len(rows)} rows, dropped {stats[split]['dropped']}")
+    stats["source"] = {"name": params.data.source, "revision": params.data.revision}
+    write_json(STATS_PATH, stats)
+
+
+if __name__ == "__main__":
+    main()
