@@ -58,7 +58,9 @@ def check_columns(rows: list[dict], where: str) -> None:
     counts = Counter(row["id"] for row in rows)
     duplicated = sorted(row_id for row_id, n in counts.items() if n > 1)
     if duplicated:
-        raise DataError(f"{where}: duplicate id {duplicated[0]!r} ({len(duplicated)} duplicated ids); ids must be unique")
+        raise DataError(
+            f"{where}: duplicate id {duplicated[0]!r} ({len(duplicated)} duplicated ids); ids must be unique"
+        )
 
 
 def drop_reason(row: dict) -> str | None:
@@ -159,7 +161,9 @@ def group_by_dialogue(rows: list[dict]) -> list[dict]:
     """
     groups: dict[str, dict] = {}
     for row in rows:
-        group = groups.setdefault(row["prompt"], {"id": row["id"], "prompt": row["prompt"], "ids": [], "references": []})
+        group = groups.setdefault(
+            row["prompt"], {"id": row["id"], "prompt": row["prompt"], "ids": [], "references": []}
+        )
         group["ids"].append(row["id"])
         group["references"].append(row["summary"])
     return list(groups.values())

@@ -59,8 +59,15 @@ def evaluate(params: Params, test_rows: list[dict], adapter_dir: Path | None) ->
         group["stopped"] = output["stopped"]
     metrics, per_dialogue = score_groups(groups)
     predictions = [
-        {"id": g["id"], "ids": g["ids"], "prediction": g["prediction"], "references": g["references"],
-         "new_tokens": g["new_tokens"], "stopped": g["stopped"], "scores": {k: round(v, 4) for k, v in s.items()}}
+        {
+            "id": g["id"],
+            "ids": g["ids"],
+            "prediction": g["prediction"],
+            "references": g["references"],
+            "new_tokens": g["new_tokens"],
+            "stopped": g["stopped"],
+            "scores": {k: round(v, 4) for k, v in s.items()},
+        }
         for g, s in zip(groups, per_dialogue, strict=True)
     ]
     metrics["hit_max_new_tokens"] = round(sum(not g["stopped"] for g in groups) / len(groups), 4)

@@ -109,7 +109,9 @@ def main() -> None:
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
     train_rows = read_jsonl(DATA_DIR / "train.jsonl")
-    click.echo(f"train: {params.model.name}, {len(train_rows)} rows, {params.train.max_steps} steps, lora r={params.lora.r}")
+    click.echo(
+        f"train: {params.model.name}, {len(train_rows)} rows, {params.train.max_steps} steps, lora r={params.lora.r}"
+    )
     ADAPTER_DIR.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(dir=ADAPTER_DIR.parent, prefix=".adapter-"))
     metrics = train(params, train_rows, tmp_dir)

@@ -1,0 +1,110 @@
+import csv
+import random
+
+import pytest
+from transformers import AutoTokenizer
+
+from phisum.data import DataError, group_by_dialogue, load_splits, prepare_split
+from phisum.synthetic import make_example, write_dataset
+from tests.conftest import SHARED_DATA
+
+TEMPLATE = "Instruct: Summarize the below conversation.\n\n{dialogue}\nOutput:\n"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def row(row_id, dialogue="#Person1#: Hi.\n#Person2#: Hello.", summary="They greet."):
+    return {"id": row_id, "dialogue": dialogue, "summary": summary, "topic": "greeting"}
+
+
+def test_prepare_makes_prompt_and_completion(tokenizer):
+    rows, stats = prepare_split([row("a")], "train.csv", TEMPLATE, tokenizer, 512, None)
+    assert rows[0]["prompt"] == TEMPLATE.replace("{dialogue}", "#Person1#: Hi.\n#Person2#: Hello.")
+    assert rows[0]["completion"] == "They greet."
+    assert (stats.rows_in, stats.rows_out, stats.truncated) == (1, 1, 0)
+
+
+def test_empty_rows_are_dropped_and_counted(tokenizer):
+    rows = [row("a"), row("b", dialogue="  "), row("c", summary=""), row("d", summary=None)]
+    prepared, stats = prepare_split(rows, "train.csv", TEMPLATE, tokenizer, 512, None)
+    assert [r["id"] for r in prepared] == ["a"]
+    assert stats.to_dict()["dropped"] == {"empty_dialogue": 1, "empty_summary": 2}
+
+
+def test_missing_column_names_the_file_and_column(tokenizer):
+    with pytest.raises(DataError, match=r"train.csv: missing column\(s\) summary"):
+        prepare_split([{"id": "a", "dialogue": "x"}], "train.csv", TEMPLATE, tokenizer, 512, None)
+
+
+def test_duplicate_ids_are_an_error(tokenizer):
+    with pytest.raises(DataError, match="duplicate id 'a'"):
+        prepare_split([row("a"), row("a")], "train.csv", TEMPLATE, tokenizer, 512, None)
+
+
+def test_long_dialogue_is_cut_in_the_dialogue_never_in_the_summary(tokenizer):
+    long_dialogue = "\n".join(f"#Person1#: Monday at {i} am is fine." for i in range(200))
+    summary = "They meet on Monday."
+    prepared, stats = prepare_split([row("a", long_dialogue, summary)], "train.csv", TEMPLATE, tokenizer, 128, None)
+    prompt_len = len(tokenizer(prepared[0]["prompt"])["input_ids"])
+    summary_len = len(tokenizer(summary)["input_ids"])
+    assert stats.truncated == 1
+    assert prompt_len + summary_len + 1 <= 128
+    assert prepared[0]["completion"] == summary
+    assert prepared[0]["prompt"].endswith("\nOutput:\n")
+
+
+def test_test_split_reserves_generation_room(tokenizer):
+    long_dialogue = "\n".join(f"#Person2#: Friday at {i} pm." for i in range(200))
+    prepared, _ = prepare_split([row("t", long_dialogue)], "test.csv", TEMPLATE, tokenizer, 128, 48)
+    assert len(tokenizer(prepared[0]["prompt"])["input_ids"]) <= 128 - 48
+
+
+def test_group_by_dialogue_collects_references_in_order():
+    rows = [
+        {"id": "test_0_1", "prompt": "p0", "summary": "s1"},
+        {"id": "test_0_2", "prompt": "p0", "summary": "s2"},
+        {"id": "test_1_1", "prompt": "p1", "summary": "s3"},
+    ]
+    groups = group_by_dialogue(rows)
+    assert [(g["id"], g["ids"], g["references"]) for g in groups] == [
+        ("test_0_1", ["test_0_1", "test_0_2"], ["s1", "s2"]),
+        ("test_1_1", ["test_1_1"], ["s3"]),
+    ]
+
+
+def test_synthetic_dataset_is_deterministic_and_in_the_hub_layout(tmp_path):
+    write_dataset(tmp_path / "a", seed=7, sizes={"train": 20, "validation": 5, "test": 5})
+    write_dataset(tmp_path / "b", seed=7, sizes={"train": 20, "validation": 5, "test": 5})
+    for split in ("train", "validation", "test"):
+        assert (tmp_path / "a" / f"{split}.csv").read_bytes() == (tmp_path / "b" / f"{split}.csv").read_bytes()
+    with (tmp_path / "a" / "test.csv").open() as handle:
+        test_rows = list(csv.DictReader(handle))
+    assert list(test_rows[0]) == ["id", "dialogue", "summary", "topic"]
+    assert [r["id"] for r in test_rows[:2]] == ["test_0_1", "test_0_2"]
+    assert test_rows[0]["dialogue"] == test_rows[1]["dialogue"]
+
+
+def test_synthetic_summary_states_the_final_slot_not_the_first():
+    rng = random.Random(3)
+    for _ in range(50):
+        dialogue, summaries, _ = make_example(rng)
+        last_agreement = dialogue.splitlines()[-2]
+        final_day = next(
+            day for day in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday") if day in last_agreement
+        )
+        assert all(final_day in s for s in summaries)
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="offline DialogSum copy (../shared) not present")
+def test_real_neil_code_split_sizes(tokenizer):
+    splits = load_splits(str(SHARED_DATA / "neil-code-dialogsum-test"), None)
+    sizes = {}
+    for split, (rows, where) in splits.items():
+        reserve = 48 if split == "test" else None
+        prepared, _ = prepare_split(rows, where, TEMPLATE, tokenizer, 2048, reserve)
+        sizes[split] = len(prepared)
+    assert sizes == {"train": 1999, "validation": 499, "test": 499}
+    assert len(group_by_dialogue(prepared)) == 167
