@@ -70,7 +70,7 @@ def test_lora_experiment_reruns_only_training_and_peft_evaluation(demo_repo):
     experiment = output[output.index("dvc exp run") :]
     for stage in ("prepare", "evaluate@base"):
         assert f"Stage '{stage}' didn't change, skipping" in experiment
-    for stage in ("train", "evaluate@peft", "qualitative"):
+    for stage in ("train", "evaluate@peft"):
         assert f"Running stage '{stage}'" in experiment
 
 
