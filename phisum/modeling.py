@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from peft import LoraConfig
+from torch.nn import Linear
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from phisum.params import LoraParams, ModelParams, QuantizationParams
@@ -62,3 +63,44 @@ def build_lora_config(lora: LoraParams) -> LoraConfig:
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+class TargetModuleError(ValueError):
+    """lora.target_modules names a layer the model does not have."""
+
+
+def linear_layer_names(model) -> list[str]:
+    """Distinct last-name components of the model's Linear layers (what LoRA can target)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, Linear)})
+
+
+def check_target_modules(model, target_modules: list[str]) -> None:
+    """Fail before training when a target matches no Linear layer; list the ones that exist."""
+    available = linear_layer_names(model)
+    unknown = [name for name in target_modules if name not in available]
+    if unknown:
+        raise TargetModuleError(
+            f"lora.target_modules: {', '.join(unknown)} not found in {model.config.model_type}; "
+            f"its linear layers are: {', '.join(available)}"
+        )
+
+
+def count_parameters(model) -> dict:
+    """Trainable and total parameters, as peft prints them and as true counts.
+
+    bitsandbytes packs two 4-bit weights per byte, so peft's total for a 4-bit model counts each
+    quantized matrix at half its size; the true count reads the original shape from quant_state.
+    """
+    trainable_peft, total_peft = model.get_nb_trainable_parameters()
+    total = trainable = 0
+    for param in model.parameters():
+        quant_state = getattr(param, "quant_state", None)
+        count = quant_state.shape.numel() if quant_state is not None else param.numel()
+        total += count
+        trainable += count if param.requires_grad else 0
+    return {
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_params_peft": trainable_peft,
+        "total_params_peft": total_peft,
+    }

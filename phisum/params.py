@@ -8,7 +8,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 PARAMS_PATH = Path("params.yaml")
 
@@ -59,6 +59,10 @@ class TrainParams:
     max_steps: int
     gradient_checkpointing: bool
     logging_steps: int
+    eval_steps: int
+    eval_rows: int
+    save_steps: int
+    save_total_limit: int
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,10 @@ POSITIVE = {
     "train.grad_accum",
     "train.max_steps",
     "train.logging_steps",
+    "train.eval_steps",
+    "train.eval_rows",
+    "train.save_steps",
+    "train.save_total_limit",
     "evaluate.max_new_tokens",
     "evaluate.batch_size",
 }
@@ -173,13 +181,18 @@ def parse_params(raw: object) -> Params:
     return params
 
 
+def read_yaml(text: str) -> object:
+    """YAML 1.2, as DVC reads params (PyYAML's 1.1 would read `1e-4` as a string)."""
+    return YAML(typ="safe", pure=True).load(text)
+
+
 def load_params(path: Path = PARAMS_PATH) -> Params:
     """Read and validate params.yaml."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found; run from the repository root") from None
-    except yaml.YAMLError as error:
+    except YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
     return parse_params(raw)
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import yaml
 from ruamel.yaml import YAML
 
 from phisum.data import SPLITS, read_local_split
-from phisum.params import PARAMS_PATH, parse_params
+from phisum.params import PARAMS_PATH, parse_params, read_yaml
 from phisum.synthetic import write_dataset
 from phisum.tiny_model import build_tiny_model
 
@@ -53,7 +52,7 @@ def apply_overrides(params_text: str, overrides: dict) -> tuple[str, list[str]]:
 @click.command()
 @click.option("--data", "data_dir", default="", help="Local dataset directory; empty = generate the synthetic set.")
 def main(data_dir: str) -> None:
-    params = parse_params(yaml.safe_load(PARAMS_PATH.read_text(encoding="utf-8")))
+    params = parse_params(read_yaml(PARAMS_PATH.read_text(encoding="utf-8")))
     if data_dir:
         source = Path(data_dir).resolve()
     else:
@@ -66,11 +65,11 @@ def main(data_dir: str) -> None:
     build_tiny_model(texts, TINY_MODEL_DIR, params.seed)
     click.echo(f"built tiny Phi model in {TINY_MODEL_DIR}/ (tokenizer trained on {len(rows)} {SPLITS[0]} rows)")
 
-    overrides = yaml.safe_load(PROFILE_PATH.read_text(encoding="utf-8"))
+    overrides = read_yaml(PROFILE_PATH.read_text(encoding="utf-8"))
     overrides["model"]["name"] = str(TINY_MODEL_DIR)
     overrides["data"]["source"] = str(source)
     text, changes = apply_overrides(PARAMS_PATH.read_text(encoding="utf-8"), overrides)
-    parse_params(yaml.safe_load(text))  # never write a params file the stages would reject
+    parse_params(read_yaml(text))  # never write a params file the stages would reject
     PARAMS_PATH.write_text(text, encoding="utf-8")
     click.echo("params.yaml switched to the CPU profile (undo: git checkout params.yaml):")
     for line in changes:

@@ -2,12 +2,17 @@
 
     python stages/train.py    (dvc.yaml stage `train`)
 
-Writes models/adapter/ (adapter safetensors, tokenizer, prompt.json, params.json) and metrics/train.json.
+Writes models/adapter/ (adapter safetensors, tokenizer, prompt.json, params.json), metrics/train.json
+and the DVCLive curves in metrics/curves/. Checkpoints go to models/checkpoints/<run>/, outside
+DVC's outputs so a killed run resumes from them on the next `dvc repro`; they are deleted once the
+adapter is written.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -16,87 +21,146 @@ import click
 import torch
 from datasets import Dataset
 from peft import prepare_model_for_kbit_training
-from transformers import TrainerCallback, set_seed
+from transformers import ProgressCallback, set_seed
+from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from phisum.files import read_jsonl, replace_dir, write_json
-from phisum.modeling import build_lora_config, load_base_model, load_tokenizer, resolve_compute_dtype
+from phisum.modeling import (
+    TargetModuleError,
+    build_lora_config,
+    check_target_modules,
+    count_parameters,
+    load_base_model,
+    load_tokenizer,
+    resolve_compute_dtype,
+)
 from phisum.params import Params, ParamsError, load_params, to_dict
+from phisum.tracking import DVCLiveCurves, SparseProgress
 
 PARAMS = ("seed", "model", "prompt", "quantization", "lora", "train")
 DATA_DIR = Path("data/prepared")
 ADAPTER_DIR = Path("models/adapter")
+CHECKPOINT_ROOT = Path("models/checkpoints")
+CURVES_DIR = Path("metrics/curves")
 METRICS_PATH = Path("metrics/train.json")
 
 
-class StopOnNonFiniteLoss(TrainerCallback):
-    """The Trainer's log filter hides NaN steps; fp16 overflow in Phi-2 attention shows up exactly so."""
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN/inf; the run stops before any adapter is written."""
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
-            raise RuntimeError(
-                f"non-finite training loss {loss} at step {state.global_step}: likely fp16 overflow; "
-                "use bfloat16 (compute capability >= 8.0) or float32 (quantization.compute_dtype)"
+
+class CheckedSFTTrainer(SFTTrainer):
+    """SFTTrainer that stops at the first non-finite micro-batch loss.
+
+    The Trainer's logs average over steps and (by default) filter NaN/inf, which is how fp16
+    overflow in Phi-2's attention goes unnoticed until the outputs are "!!!!".
+    """
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at step {self.state.global_step + 1}; likely fp16 "
+                "overflow or a learning rate too high: use bfloat16 or float32 (quantization.compute_dtype) "
+                "or lower train.learning_rate"
             )
+        return loss
 
 
-def train(params: Params, train_rows: list[dict], out_dir: Path) -> dict:
-    """Train the adapter into out_dir; return training metrics."""
+def run_fingerprint(params: Params, data_paths: list[Path]) -> str:
+    """Checkpoints are only resumed by the run that wrote them: same params and same data."""
+    digest = hashlib.sha256(json.dumps({k: to_dict(params)[k] for k in PARAMS}, sort_keys=True).encode())
+    for path in data_paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def to_dataset(rows: list[dict]) -> Dataset:
+    return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+
+
+def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, out_dir: Path) -> dict:
+    """Train (or resume) the adapter, save it to out_dir, and return training metrics."""
     set_seed(params.seed)
     compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype)
     tokenizer = load_tokenizer(params.model)
     model = load_base_model(params.model, params.quantization, compute_dtype)
+    check_target_modules(model, params.lora.target_modules)
+    # On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer for a faster inference kernel the
+    # first time it runs in eval mode, and that layout has no backward: the first training step
+    # after a validation pass would fail. Keep the trainable layout (no effect on GPUs).
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
     checkpointing = {"use_reentrant": False}  # explicit: the reentrant default changed across torch versions
+    # Also casts the remaining non-quantized weights to fp32, so LoRA weights train in fp32 under AMP.
     model = prepare_model_for_kbit_training(
         model,
         use_gradient_checkpointing=params.train.gradient_checkpointing,
         gradient_checkpointing_kwargs=checkpointing,
     )
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in train_rows])
-    with tempfile.TemporaryDirectory() as scratch:
-        config = SFTConfig(
-            output_dir=scratch,
-            seed=params.seed,
-            max_steps=params.train.max_steps,
-            per_device_train_batch_size=params.train.batch_size,
-            gradient_accumulation_steps=params.train.grad_accum,
-            learning_rate=params.train.learning_rate,
-            optim=params.train.optim,
-            gradient_checkpointing=params.train.gradient_checkpointing,
-            gradient_checkpointing_kwargs=checkpointing,
-            fp16=compute_dtype == torch.float16,
-            bf16=compute_dtype == torch.bfloat16,
-            use_cpu=not torch.cuda.is_available(),
-            # Prepare already cut dialogues to fit, so this never cuts a summary.
-            max_length=params.prompt.max_length,
-            completion_only_loss=True,
-            logging_steps=params.train.logging_steps,
-            logging_nan_inf_filter=False,
-            save_strategy="no",
-            report_to="none",
-        )
-        trainer = SFTTrainer(
-            model=model,
-            args=config,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=build_lora_config(params.lora),
-            callbacks=[StopOnNonFiniteLoss()],
-        )
-        trainable, total = trainer.model.get_nb_trainable_parameters()
-        started = time.perf_counter()
-        trainer.train()
-        runtime = time.perf_counter() - started
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    config = SFTConfig(
+        output_dir=str(run_dir),
+        seed=params.seed,
+        max_steps=params.train.max_steps,
+        per_device_train_batch_size=params.train.batch_size,
+        per_device_eval_batch_size=params.train.batch_size,
+        gradient_accumulation_steps=params.train.grad_accum,
+        learning_rate=params.train.learning_rate,
+        optim=params.train.optim,
+        gradient_checkpointing=params.train.gradient_checkpointing,
+        gradient_checkpointing_kwargs=checkpointing,
+        fp16=compute_dtype == torch.float16,
+        bf16=compute_dtype == torch.bfloat16,
+        use_cpu=not torch.cuda.is_available(),
+        # Prepare already cut dialogues to fit, so this never cuts a summary.
+        max_length=params.prompt.max_length,
+        completion_only_loss=True,
+        logging_steps=1,  # every optimizer step goes to the curves; the console prints fewer
+        logging_nan_inf_filter=False,
+        eval_strategy="steps",
+        eval_steps=params.train.eval_steps,
+        save_strategy="steps",
+        save_steps=params.train.save_steps,
+        save_total_limit=params.train.save_total_limit,
+        report_to="none",
+    )
+    trainer = CheckedSFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=to_dataset(train_rows),
+        eval_dataset=to_dataset(eval_rows),
+        processing_class=tokenizer,
+        peft_config=build_lora_config(params.lora),
+        callbacks=[DVCLiveCurves(CURVES_DIR)],
+    )
+    # TRL casts the LoRA weights of a quantized model to bf16. Keep them in fp32: a T4 has no bf16,
+    # fp16 AMP needs fp32 trainable weights, and a resumed run must continue with the same numbers.
+    for param in trainer.model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(SparseProgress(params.train.logging_steps))
+    resume_from = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    if resume_from:
+        click.echo(f"  resuming from {resume_from}")
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from)
+    runtime = time.perf_counter() - started
+    history = trainer.state.log_history
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    eval_losses = [entry["eval_loss"] for entry in history if "eval_loss" in entry]
     trainer.model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return {
         "first_loss": round(losses[0], 4),
         "last_loss": round(losses[-1], 4),
+        "first_eval_loss": round(eval_losses[0], 4) if eval_losses else None,
+        "last_eval_loss": round(eval_losses[-1], 4) if eval_losses else None,
         "steps": trainer.state.global_step,
-        "trainable_params": trainable,
-        "total_params_peft": total,
+        "resumed_from_step": int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0,
+        **count_parameters(trainer.model),
         "runtime_s": round(runtime, 1),
         "compute_dtype": str(compute_dtype).removeprefix("torch."),
     }
@@ -108,18 +172,34 @@ def main() -> None:
         params = load_params()
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
-    train_rows = read_jsonl(DATA_DIR / "train.jsonl")
+    data_paths = [DATA_DIR / "train.jsonl", DATA_DIR / "validation.jsonl"]
+    train_rows = read_jsonl(data_paths[0])
+    eval_rows = read_jsonl(data_paths[1])[: params.train.eval_rows]
     click.echo(
-        f"train: {params.model.name}, {len(train_rows)} rows, {params.train.max_steps} steps, lora r={params.lora.r}"
+        f"train: {params.model.name}, {len(train_rows)} rows ({len(eval_rows)} for validation loss), "
+        f"{params.train.max_steps} steps, lora r={params.lora.r}"
     )
+    fingerprint = run_fingerprint(params, data_paths)
+    run_dir = CHECKPOINT_ROOT / fingerprint
+    # Checkpoints of other configurations can never be resumed by this one: free their disk.
+    for stale in CHECKPOINT_ROOT.glob("*"):
+        if stale.name != fingerprint:
+            shutil.rmtree(stale, ignore_errors=True)
     ADAPTER_DIR.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(dir=ADAPTER_DIR.parent, prefix=".adapter-"))
-    metrics = train(params, train_rows, tmp_dir)
-    # The adapter records how it was made, so generation can check it uses the training prompt.
-    write_json(tmp_dir / "prompt.json", {"template": params.prompt.template, "max_length": params.prompt.max_length})
-    write_json(tmp_dir / "params.json", to_dict(params))
+    try:
+        metrics = train(params, train_rows, eval_rows, run_dir, tmp_dir)
+        # The adapter records how it was made, so generation can check it uses the training prompt.
+        write_json(
+            tmp_dir / "prompt.json", {"template": params.prompt.template, "max_length": params.prompt.max_length}
+        )
+        write_json(tmp_dir / "params.json", to_dict(params))
+    except (NonFiniteLossError, TargetModuleError) as error:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise click.ClickException(str(error)) from None
     replace_dir(tmp_dir, ADAPTER_DIR)
     write_json(METRICS_PATH, metrics)
+    shutil.rmtree(run_dir, ignore_errors=True)  # the adapter is the result; checkpoints were only for resuming
     click.echo(f"  loss {metrics['first_loss']} -> {metrics['last_loss']} in {metrics['runtime_s']} s")
 
 

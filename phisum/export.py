@@ -1,0 +1,55 @@
+"""Merge a trained adapter into a full-precision copy of its base model and save it as safetensors.
+
+    python -m phisum.export [--adapter-dir models/adapter] [--out-dir models/merged]
+
+Not a pipeline stage: the adapter is the product; merging is for serving without peft. The base
+model (name and revision) is read from the adapter's params.json, so it is the one trained on.
+The merged weights are not quantized: the adapter was trained against the 4-bit base, so merged
+outputs differ from 4-bit + adapter by the quantization error (and agree with full-precision
+base + adapter).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import click
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from phisum.files import replace_dir
+
+
+def load_unquantized_with_adapter(adapter_dir: Path, dtype: torch.dtype = torch.float32):
+    """Full-precision base model + the adapter, unmerged."""
+    model_params = json.loads((adapter_dir / "params.json").read_text(encoding="utf-8"))["model"]
+    base = AutoModelForCausalLM.from_pretrained(
+        model_params["name"], revision=model_params["revision"], dtype=dtype, use_safetensors=True
+    )
+    return PeftModel.from_pretrained(base, adapter_dir)
+
+
+def merge_adapter(adapter_dir: Path, out_dir: Path, dtype: torch.dtype = torch.float32) -> None:
+    """Write the merged model and the adapter's tokenizer to out_dir (atomically)."""
+    merged = load_unquantized_with_adapter(adapter_dir, dtype).merge_and_unload()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    merged.save_pretrained(tmp_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(tmp_dir)
+    replace_dir(tmp_dir, out_dir)
+
+
+@click.command()
+@click.option("--adapter-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default="models/adapter")
+@click.option("--out-dir", type=click.Path(path_type=Path), default="models/merged")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float16")
+def main(adapter_dir: Path, out_dir: Path, dtype: str) -> None:
+    merge_adapter(adapter_dir, out_dir, getattr(torch, dtype))
+    click.echo(f"merged {adapter_dir} into its base model: {out_dir}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The train stage through its real CLI on the tiny model: resume, NaN stop, target check, counts, merge."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from peft import get_peft_model
+from transformers import AutoTokenizer, PhiConfig, PhiForCausalLM
+
+from phisum.export import load_unquantized_with_adapter, merge_adapter
+from phisum.modeling import build_lora_config, count_parameters
+from phisum.params import LoraParams
+from tests.conftest import VENV_BIN, copy_project, run, set_params
+
+PYTHON = str(VENV_BIN / "python")
+DVC = str(VENV_BIN / "dvc")
+SHORT_RUN = {"train": {"max_steps": 120, "save_steps": 40, "eval_steps": 40, "logging_steps": 40}}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A project copy on the CPU profile, shortened to 120 steps, with prepare done."""
+    repo = copy_project(tmp_path_factory.mktemp("train"))
+    run([PYTHON, "-m", "phisum.profile"], repo)
+    set_params(repo, SHORT_RUN)
+    run([DVC, "repro", "prepare"], repo)
+    return repo
+
+
+def train_metrics(repo: Path) -> dict:
+    return json.loads((repo / "metrics/train.json").read_text())
+
+
+def test_full_size_phi2_with_seed_lora_has_20971520_trainable_parameters():
+    config = PhiConfig(
+        vocab_size=51200, hidden_size=2560, intermediate_size=10240, num_hidden_layers=32, num_attention_heads=32
+    )
+    with torch.device("meta"):  # the architecture without allocating 2.7B weights
+        model = PhiForCausalLM(config)
+    lora = LoraParams(r=32, alpha=32, dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "dense"])
+    counts = count_parameters(get_peft_model(model, build_lora_config(lora)))
+    assert counts["trainable_params"] == 20_971_520
+    assert counts["total_params"] == 2_779_683_840 + 20_971_520
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_the_same_final_loss(repo):
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    process = subprocess.Popen(
+        [DVC, "repro", "train"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not list((repo / "models/checkpoints").glob("*/checkpoint-40/trainer_state.json")):
+        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.2)
+    time.sleep(1)  # let checkpoint-40 finish writing
+    os.killpg(process.pid, signal.SIGKILL)  # the whole stage: dvc and the training process
+    process.wait()
+    assert not (repo / "models/adapter/adapter_model.safetensors").exists()
+
+    output = run([DVC, "repro", "train"], repo)
+    assert "resuming from" in output
+    resumed = train_metrics(repo)
+    assert resumed["resumed_from_step"] in (40, 80) and resumed["steps"] == 120
+    assert not list((repo / "models/checkpoints").glob("*/checkpoint-*"))
+
+    run([DVC, "repro", "--force", "train"], repo)  # the same run, uninterrupted
+    uninterrupted = train_metrics(repo)
+    assert uninterrupted["resumed_from_step"] == 0
+    assert abs(resumed["last_loss"] - uninterrupted["last_loss"]) < 1e-4
+    assert abs(resumed["last_eval_loss"] - uninterrupted["last_eval_loss"]) < 1e-4
+    print(f"final loss resumed {resumed['last_loss']} vs uninterrupted {uninterrupted['last_loss']}")
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_at_once_and_writes_no_adapter(repo, tmp_path):
+    nan_repo = copy_project(tmp_path)
+    for name in ("params.yaml", "data/synthetic", "models/tiny-phi", "data/prepared"):
+        run(["cp", "-r", str(repo / name), str((nan_repo / name).parent)], repo)
+    set_params(nan_repo, {"train": {"learning_rate": 1.0e30}})
+    output = run([PYTHON, "stages/train.py"], nan_repo, check=False)
+    assert "Error: non-finite training loss" in output and "at step" in output
+    assert "Traceback" not in output
+    assert not (nan_repo / "models/adapter").exists()
+    assert not list((nan_repo / "models").glob(".adapter-*"))
+
+
+def test_unknown_target_module_lists_the_models_linear_layers(repo, tmp_path):
+    bad_repo = copy_project(tmp_path)
+    for name in ("params.yaml", "models/tiny-phi", "data/prepared"):
+        run(["cp", "-r", str(repo / name), str((bad_repo / name).parent)], repo)
+    set_params(bad_repo, {"lora": {"target_modules": ["Wqkv", "q_proj"]}})
+    output = run([PYTHON, "stages/train.py"], bad_repo, check=False)
+    assert "lora.target_modules: Wqkv not found in phi; its linear layers are: dense, fc1, fc2, k_proj" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_merged_model_matches_base_plus_adapter_greedy(repo, tmp_path):
+    if not (repo / "models/adapter/adapter_model.safetensors").exists():
+        run([DVC, "repro", "train"], repo)
+    adapter_dir = repo / "models/adapter"
+    merge_adapter(adapter_dir, tmp_path / "merged")
+    assert (tmp_path / "merged/model.safetensors").exists()
+    merged = PhiForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    unmerged = load_unquantized_with_adapter(adapter_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    prompts = [json.loads(line)["prompt"] for line in (repo / "data/prepared/test.jsonl").read_text().splitlines()[:4]]
+    for prompt in prompts:
+        inputs = tokenizer(prompt, return_tensors="pt")
+        kwargs = {"max_new_tokens": 20, "do_sample": False, "pad_token_id": tokenizer.eos_token_id}
+        assert torch.equal(merged.generate(**inputs, **kwargs), unmerged.generate(**inputs, **kwargs))
