@@ -20,12 +20,19 @@ class DataError(ValueError):
     """A dataset problem; the message names the file or split, the row id and the fix."""
 
 
+def find_split_file(data_dir: Path, split: str) -> Path:
+    """`<split>.csv|.jsonl`, or one `*_<split>.csv|.jsonl` (the full DialogSum CSVs are dialogsum_train.csv...)."""
+    for pattern in (f"{split}.csv", f"{split}.jsonl", f"*_{split}.csv", f"*_{split}.jsonl"):
+        found = sorted(data_dir.glob(pattern))
+        if len(found) > 1:
+            raise DataError(f"{data_dir}: several {split} files ({', '.join(p.name for p in found)}); keep one")
+        if found:
+            return found[0]
+    raise DataError(f"{data_dir}: no {split}.csv or {split}.jsonl (expected train, validation and test files)")
+
+
 def read_local_split(data_dir: Path, split: str) -> tuple[list[dict], str]:
-    candidates = [data_dir / f"{split}.csv", data_dir / f"{split}.jsonl"]
-    found = [path for path in candidates if path.exists()]
-    if not found:
-        raise DataError(f"{data_dir}: no {split}.csv or {split}.jsonl (expected train, validation and test)")
-    path = found[0]
+    path = find_split_file(data_dir, split)
     with path.open(encoding="utf-8", newline="") as handle:
         if path.suffix == ".csv":
             rows = list(csv.DictReader(handle))

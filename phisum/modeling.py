@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from peft import LoraConfig
 from torch.nn import Linear
@@ -48,7 +50,8 @@ def load_base_model(model: ModelParams, quant: QuantizationParams, compute_dtype
         revision=model.revision,
         quantization_config=build_quantization_config(quant, compute_dtype),
         dtype=compute_dtype,
-        device_map={"": 0} if torch.cuda.is_available() else None,
+        # Under torchrun each process holds its own copy on its own GPU.
+        device_map={"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else None,
         use_safetensors=True,
         trust_remote_code=False,
     )

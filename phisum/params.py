@@ -63,6 +63,7 @@ class TrainParams:
     eval_rows: int
     save_steps: int
     save_total_limit: int
+    num_processes: int
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ POSITIVE = {
     "train.eval_rows",
     "train.save_steps",
     "train.save_total_limit",
+    "train.num_processes",
     "evaluate.max_new_tokens",
     "evaluate.batch_size",
 }

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
-import tempfile
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -151,19 +153,30 @@ def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir
     history = trainer.state.log_history
     losses = [entry["loss"] for entry in history if "loss" in entry]
     eval_losses = [entry["eval_loss"] for entry in history if "eval_loss" in entry]
-    trainer.model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
     return {
         "first_loss": round(losses[0], 4),
         "last_loss": round(losses[-1], 4),
         "first_eval_loss": round(eval_losses[0], 4) if eval_losses else None,
         "last_eval_loss": round(eval_losses[-1], 4) if eval_losses else None,
         "steps": trainer.state.global_step,
+        "processes": trainer.args.world_size,
         "resumed_from_step": int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0,
         **count_parameters(trainer.model),
         "runtime_s": round(runtime, 1),
         "compute_dtype": str(compute_dtype).removeprefix("torch."),
     }
+
+
+def relaunch_data_parallel(num_processes: int) -> int:
+    """Run this script once per process under torchrun; the Trainer then trains data parallel (DDP).
+
+    On GPUs each process takes one card; on CPU the processes use the gloo backend.
+    """
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={num_processes}"]
+    return subprocess.call([*command, __file__])
 
 
 @click.command()
@@ -172,31 +185,37 @@ def main() -> None:
         params = load_params()
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
+    if params.train.num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        raise SystemExit(relaunch_data_parallel(params.train.num_processes))
+    is_main = int(os.environ.get("RANK", "0")) == 0
     data_paths = [DATA_DIR / "train.jsonl", DATA_DIR / "validation.jsonl"]
     train_rows = read_jsonl(data_paths[0])
     eval_rows = read_jsonl(data_paths[1])[: params.train.eval_rows]
-    click.echo(
-        f"train: {params.model.name}, {len(train_rows)} rows ({len(eval_rows)} for validation loss), "
-        f"{params.train.max_steps} steps, lora r={params.lora.r}"
-    )
+    if is_main:
+        click.echo(
+            f"train: {params.model.name}, {len(train_rows)} rows ({len(eval_rows)} for validation loss), "
+            f"{params.train.max_steps} steps, lora r={params.lora.r}, {params.train.num_processes} process(es)"
+        )
     fingerprint = run_fingerprint(params, data_paths)
     run_dir = CHECKPOINT_ROOT / fingerprint
-    # Checkpoints of other configurations can never be resumed by this one: free their disk.
-    for stale in CHECKPOINT_ROOT.glob("*"):
-        if stale.name != fingerprint:
-            shutil.rmtree(stale, ignore_errors=True)
+    if is_main:
+        # Checkpoints of other configurations can never be resumed by this one: free their disk.
+        for stale in CHECKPOINT_ROOT.glob("*"):
+            if stale.name != fingerprint:
+                shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(ADAPTER_DIR.parent / f".adapter-{fingerprint}", ignore_errors=True)  # a crashed run's
     ADAPTER_DIR.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(dir=ADAPTER_DIR.parent, prefix=".adapter-"))
+    tmp_dir = ADAPTER_DIR.parent / f".adapter-{fingerprint}"
     try:
         metrics = train(params, train_rows, eval_rows, run_dir, tmp_dir)
-        # The adapter records how it was made, so generation can check it uses the training prompt.
-        write_json(
-            tmp_dir / "prompt.json", {"template": params.prompt.template, "max_length": params.prompt.max_length}
-        )
-        write_json(tmp_dir / "params.json", to_dict(params))
     except (NonFiniteLossError, TargetModuleError) as error:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise click.ClickException(str(error)) from None
+    if not is_main:
+        return
+    # The adapter records how it was made, so generation can check it uses the training prompt.
+    write_json(tmp_dir / "prompt.json", {"template": params.prompt.template, "max_length": params.prompt.max_length})
+    write_json(tmp_dir / "params.json", to_dict(params))
     replace_dir(tmp_dir, ADAPTER_DIR)
     write_json(METRICS_PATH, metrics)
     shutil.rmtree(run_dir, ignore_errors=True)  # the adapter is the result; checkpoints were only for resuming

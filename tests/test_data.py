@@ -108,3 +108,24 @@ def test_real_neil_code_split_sizes(tokenizer):
         sizes[split] = len(prepared)
     assert sizes == {"train": 1999, "validation": 499, "test": 499}
     assert len(group_by_dialogue(prepared)) == 167
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="offline DialogSum copy (../shared) not present")
+def test_full_dialogsum_csvs_load_without_code_changes(tokenizer):
+    """The seed's next step: the full 12,460-dialogue training set, named dialogsum_<split>.csv."""
+    splits = load_splits(str(SHARED_DATA / "knkarthick-dialogsum-csv" / "dialogsum"), None)
+    assert {split: len(rows) for split, (rows, _) in splits.items()} == {
+        "train": 12460,
+        "validation": 500,
+        "test": 1500,
+    }
+    test_rows, where = splits["test"]
+    prepared, _ = prepare_split(test_rows, where, TEMPLATE, tokenizer, 2048, 100)
+    assert len(group_by_dialogue(prepared)) == 500
+
+
+def test_ambiguous_split_files_are_an_error(tmp_path):
+    for name in ("train.csv", "a_validation.csv", "b_validation.csv", "test.csv"):
+        (tmp_path / name).write_text("id,dialogue,summary,topic\n")
+    with pytest.raises(DataError, match="several validation files"):
+        load_splits(str(tmp_path), None)

@@ -32,6 +32,15 @@ def repo(tmp_path_factory) -> Path:
     return repo
 
 
+def workspace_like(repo: Path, dest: Path, overrides: dict) -> Path:
+    """Another project copy with repo's CPU-profile params, tiny model and prepared data, plus overrides."""
+    copy = copy_project(dest)
+    for name in ("params.yaml", "models/tiny-phi", "data/prepared"):
+        run(["cp", "-r", str(repo / name), str((copy / name).parent)], repo)
+    set_params(copy, overrides)
+    return copy
+
+
 def train_metrics(repo: Path) -> dict:
     return json.loads((repo / "metrics/train.json").read_text())
 
@@ -84,10 +93,7 @@ def test_killed_training_resumes_to_the_same_final_loss(repo):
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_at_once_and_writes_no_adapter(repo, tmp_path):
-    nan_repo = copy_project(tmp_path)
-    for name in ("params.yaml", "data/synthetic", "models/tiny-phi", "data/prepared"):
-        run(["cp", "-r", str(repo / name), str((nan_repo / name).parent)], repo)
-    set_params(nan_repo, {"train": {"learning_rate": 1.0e30}})
+    nan_repo = workspace_like(repo, tmp_path, {"train": {"learning_rate": 1.0e30}})
     output = run([PYTHON, "stages/train.py"], nan_repo, check=False)
     assert "Error: non-finite training loss" in output and "at step" in output
     assert "Traceback" not in output
@@ -96,10 +102,7 @@ def test_non_finite_loss_stops_at_once_and_writes_no_adapter(repo, tmp_path):
 
 
 def test_unknown_target_module_lists_the_models_linear_layers(repo, tmp_path):
-    bad_repo = copy_project(tmp_path)
-    for name in ("params.yaml", "models/tiny-phi", "data/prepared"):
-        run(["cp", "-r", str(repo / name), str((bad_repo / name).parent)], repo)
-    set_params(bad_repo, {"lora": {"target_modules": ["Wqkv", "q_proj"]}})
+    bad_repo = workspace_like(repo, tmp_path, {"lora": {"target_modules": ["Wqkv", "q_proj"]}})
     output = run([PYTHON, "stages/train.py"], bad_repo, check=False)
     assert "lora.target_modules: Wqkv not found in phi; its linear layers are: dense, fc1, fc2, k_proj" in output
     assert "Traceback" not in output
@@ -120,3 +123,18 @@ def test_merged_model_matches_base_plus_adapter_greedy(repo, tmp_path):
         inputs = tokenizer(prompt, return_tensors="pt")
         kwargs = {"max_new_tokens": 20, "do_sample": False, "pad_token_id": tokenizer.eos_token_id}
         assert torch.equal(merged.generate(**inputs, **kwargs), unmerged.generate(**inputs, **kwargs))
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_data_parallel(repo, tmp_path):
+    overrides = {"train": {"num_processes": 2, "max_steps": 20, "eval_steps": 10, "save_steps": 10}}
+    ddp_repo = workspace_like(repo, tmp_path, overrides)
+    started = time.perf_counter()
+    run([PYTHON, "stages/train.py"], ddp_repo)
+    metrics = train_metrics(ddp_repo)
+    assert (metrics["processes"], metrics["steps"]) == (2, 20)
+    assert (ddp_repo / "models/adapter/adapter_model.safetensors").exists()
+    assert len((ddp_repo / "metrics/curves/plots/metrics/train/loss.tsv").read_text().splitlines()) == 21
+    print(
+        f"2-process CPU run of 20 steps: {time.perf_counter() - started:.1f} s wall, {metrics['runtime_s']} s training"
+    )
