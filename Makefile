@@ -13,7 +13,7 @@ export GIT_AUTHOR_EMAIL ?= $(shell git config user.email || echo demo@phisum.inv
 export GIT_COMMITTER_NAME ?= $(GIT_AUTHOR_NAME)
 export GIT_COMMITTER_EMAIL ?= $(GIT_AUTHOR_EMAIL)
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint wordnet
 
 setup: $(VENV)/.installed
 
@@ -21,7 +21,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	$(BIN)/python -m phisum.resources 2>/dev/null || { $(MAKE) --no-print-directory wordnet && $(BIN)/python -m phisum.resources; }
 	touch $@
+
+# METEOR needs WordNet. Offline it comes from Debian's packages (as root, or through sudo);
+# online, `python -m nltk.downloader wordnet` works too.
+wordnet:
+	$(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -qq && \
+		apt-get install -y -qq --no-install-recommends wordnet-base wordnet-sense-index >/dev/null'
 
 demo: setup
 	$(BIN)/python -m phisum.profile --data "$(DATA)"

@@ -11,6 +11,7 @@ from pathlib import Path
 from ruamel.yaml import YAML, YAMLError
 
 PARAMS_PATH = Path("params.yaml")
+METRICS = ("rouge", "bleu", "meteor", "bertscore", "length")  # phisum.scoring.METRICS, without importing it
 
 
 class ParamsError(ValueError):
@@ -67,14 +68,26 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
-class EvaluateParams:
+class GenerateParams:
     max_new_tokens: int
     batch_size: int
+    stress_cases: int
+    extra_dialogues: str
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    metrics: list[str]
+    bertscore_model: str
+    bertscore_layers: int
+    bootstrap_resamples: int
 
 
 @dataclass(frozen=True)
 class QualitativeParams:
-    num_examples: int
+    ids: list[str]
+    top_k: int
+    random_examples: int
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,7 @@ class Params:
     quantization: QuantizationParams
     lora: LoraParams
     train: TrainParams
+    generate: GenerateParams
     evaluate: EvaluateParams
     qualitative: QualitativeParams
 
@@ -108,8 +122,11 @@ POSITIVE = {
     "train.save_steps",
     "train.save_total_limit",
     "train.num_processes",
-    "evaluate.max_new_tokens",
-    "evaluate.batch_size",
+    "generate.max_new_tokens",
+    "generate.batch_size",
+    "generate.stress_cases",
+    "evaluate.bertscore_layers",
+    "evaluate.bootstrap_resamples",
 }
 
 
@@ -165,13 +182,20 @@ def _check_ranges(params: Params) -> None:
         value = getattr(getattr(params, group), name)
         if value not in allowed:
             raise ParamsError(f"{key}: got {value!r}, allowed: {', '.join(allowed)}")
+    for key in ("qualitative.top_k", "qualitative.random_examples"):
+        group, name = key.split(".")
+        if getattr(getattr(params, group), name) < 0:
+            raise ParamsError(f"{key}: must be >= 0, got {getattr(getattr(params, group), name)}")
     if not 0.0 <= params.lora.dropout < 1.0:
         raise ParamsError(f"lora.dropout: must be in [0, 1), got {params.lora.dropout}")
     if "{dialogue}" not in params.prompt.template:
         raise ParamsError("prompt.template: must contain the placeholder {dialogue}")
-    if params.evaluate.max_new_tokens >= params.prompt.max_length:
+    unknown_metrics = sorted(set(params.evaluate.metrics) - set(METRICS))
+    if unknown_metrics:
+        raise ParamsError(f"evaluate.metrics: unknown {', '.join(unknown_metrics)}; allowed: {', '.join(METRICS)}")
+    if params.generate.max_new_tokens >= params.prompt.max_length:
         raise ParamsError(
-            f"evaluate.max_new_tokens: {params.evaluate.max_new_tokens} leaves no room for the prompt "
+            f"generate.max_new_tokens: {params.generate.max_new_tokens} leaves no room for the prompt "
             f"within prompt.max_length {params.prompt.max_length}"
         )
 

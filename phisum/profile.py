@@ -49,6 +49,15 @@ def apply_overrides(params_text: str, overrides: dict) -> tuple[str, list[str]]:
     return buffer.getvalue(), changes
 
 
+def first_dialogue_ids(data_dir: Path, count: int) -> list[str]:
+    """Row ids of the first `count` distinct test dialogues."""
+    rows, _ = read_local_split(data_dir, "test")
+    ids: dict[str, str] = {}
+    for row in rows:
+        ids.setdefault(row.get("dialogue", ""), row["id"])
+    return list(ids.values())[:count]
+
+
 @click.command()
 @click.option("--data", "data_dir", default="", help="Local dataset directory; empty = generate the synthetic set.")
 def main(data_dir: str) -> None:
@@ -68,6 +77,8 @@ def main(data_dir: str) -> None:
     overrides = read_yaml(PROFILE_PATH.read_text(encoding="utf-8"))
     overrides["model"]["name"] = str(TINY_MODEL_DIR)
     overrides["data"]["source"] = str(source)
+    if data_dir:  # show that data's own dialogues in the report
+        overrides["qualitative"] = {"ids": first_dialogue_ids(Path(source), count=3)}
     text, changes = apply_overrides(PARAMS_PATH.read_text(encoding="utf-8"), overrides)
     parse_params(read_yaml(text))  # never write a params file the stages would reject
     PARAMS_PATH.write_text(text, encoding="utf-8")

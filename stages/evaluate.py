@@ -1,96 +1,120 @@
-"""evaluate: generate greedy summaries for the test dialogues with the base or PEFT model, and score them.
+"""evaluate: score both models' predictions the same way and say whether the fine-tune helped.
 
-    python stages/evaluate.py --variant base|peft    (dvc.yaml stage `evaluate@base`, `evaluate@peft`)
+    python stages/evaluate.py    (dvc.yaml stage `evaluate`)
 
-Both variants load the same 4-bit base model and the same prompts; `peft` adds models/adapter/.
-Writes data/predictions/<variant>.jsonl and metrics/<variant>.json.
+Reads data/predictions/{base,peft}/; writes metrics/base.json and metrics/peft.json (ROUGE, BLEU,
+METEOR, BERTScore, lengths, the stress benchmark; two protocols), metrics/compare.json (PEFT minus
+base with 95% paired bootstrap intervals over dialogues), per-example scores in data/scored/, and the
+plot data in metrics/plots/. Scoring only: no model is loaded except BERTScore's.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
-from peft import PeftModel
-from transformers import set_seed
+import numpy as np
 
-from phisum.data import group_by_dialogue
-from phisum.files import read_jsonl, write_json, write_jsonl
-from phisum.generation import generate_summaries
-from phisum.modeling import load_base_model, load_tokenizer, resolve_compute_dtype
+from phisum.files import read_jsonl, replace_dir, write_json, write_jsonl, write_text
 from phisum.params import Params, ParamsError, load_params
-from phisum.scoring import score_groups
+from phisum.scoring import COMPARABLE_METRICS, ResourceError, compare_systems, paired_bootstrap, score_groups
+from phisum.stress import aggregate_scores, score_summary
 
-PARAMS = ("seed", "model", "prompt", "quantization", "evaluate")
-TEST_PATH = Path("data/prepared/test.jsonl")
-ADAPTER_DIR = Path("models/adapter")
-
-
-def check_adapter_prompt(adapter_dir: Path, template: str) -> None:
-    """Refuse to score an adapter with a prompt it was not trained on."""
-    trained = json.loads((adapter_dir / "prompt.json").read_text(encoding="utf-8"))["template"]
-    if trained != template:
-        raise click.ClickException(
-            f"{adapter_dir} was trained with prompt.template {trained!r}, params.yaml has {template!r}; "
-            "run `dvc repro` to retrain"
-        )
+PARAMS = ("seed", "evaluate")
+VARIANTS = ("base", "peft")
+PREDICTIONS_DIR = Path("data/predictions")
+SCORED_DIR = Path("data/scored")
+PLOTS_DIR = Path("metrics/plots")
+STRESS_KEYS = ("final_time_correct", "red_herring", "action_item_recall")
 
 
-def evaluate(params: Params, test_rows: list[dict], adapter_dir: Path | None) -> tuple[dict, list[dict]]:
-    """Return (metrics, predictions) for the base model, or base + adapter."""
-    set_seed(params.seed)
-    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype)
-    tokenizer = load_tokenizer(params.model)
-    model = load_base_model(params.model, params.quantization, compute_dtype)
-    if adapter_dir is not None:
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    model.eval()
-    groups = group_by_dialogue(test_rows)
-    started = time.perf_counter()
-    outputs = generate_summaries(
-        model, tokenizer, [g["prompt"] for g in groups], params.evaluate.max_new_tokens, params.evaluate.batch_size
+def score_variant(params: Params, predictions: dict[str, list[dict]], meta: dict) -> tuple[dict, dict]:
+    """Return (metrics, {"test": scored rows, "stress": scored rows}) for one model."""
+    test = predictions["test"]
+    summary, per_dialogue = score_groups(
+        test,
+        metrics=params.evaluate.metrics,
+        bertscore_model=params.evaluate.bertscore_model,
+        bertscore_layers=params.evaluate.bertscore_layers,
     )
-    generation_s = time.perf_counter() - started
-    for group, output in zip(groups, outputs, strict=True):
-        group["prediction"] = output["text"]
-        group["new_tokens"] = output["new_tokens"]
-        group["stopped"] = output["stopped"]
-    metrics, per_dialogue = score_groups(groups)
-    predictions = [
-        {
-            "id": g["id"],
-            "ids": g["ids"],
-            "prediction": g["prediction"],
-            "references": g["references"],
-            "new_tokens": g["new_tokens"],
-            "stopped": g["stopped"],
-            "scores": {k: round(v, 4) for k, v in s.items()},
-        }
-        for g, s in zip(groups, per_dialogue, strict=True)
+    stress = [{**case, **score_summary(case["prediction"], case)} for case in predictions["stress"]]
+    summary["stress"] = aggregate_scores(stress)
+    summary["hit_max_new_tokens"] = round(float(np.mean([not row["stopped"] for row in test])), 4)
+    summary["mean_new_tokens"] = round(float(np.mean([row["new_tokens"] for row in test])), 2)
+    summary["generation_s"] = meta["generation_s"]
+    scored_test = [
+        {**row, "scores": {k: round(v, 4) for k, v in scores.items() if not k.startswith("bleu_")}, "_all": scores}
+        for row, scores in zip(test, per_dialogue, strict=True)
     ]
-    metrics["hit_max_new_tokens"] = round(sum(not g["stopped"] for g in groups) / len(groups), 4)
-    metrics["generation_s"] = round(generation_s, 1)
-    return metrics, predictions
+    return summary, {"test": scored_test, "stress": stress}
+
+
+def compare(params: Params, scored: dict[str, dict]) -> dict:
+    """PEFT minus base, per metric and on the stress benchmark, each with a 95% paired bootstrap interval."""
+    base, peft = ([row["_all"] for row in scored[v]["test"]] for v in VARIANTS)
+    available = [m for m in COMPARABLE_METRICS if all(m in row for row in base)]
+    if "bleu" not in available and "bleu_match_1" in base[0]:
+        available.append("bleu")
+    seed, resamples = params.seed, params.evaluate.bootstrap_resamples
+    result = {"multi_ref": compare_systems(base, peft, available, resamples=resamples, seed=seed), "stress": {}}
+    for key in STRESS_KEYS:
+        values = [[float(row[key]) for row in scored[v]["stress"]] for v in VARIANTS]
+        result["stress"][key] = paired_bootstrap(*values, resamples=resamples, seed=seed)
+    result["resamples"] = resamples
+    return result
+
+
+def plot_rows(metrics: dict[str, dict], scored: dict[str, dict]) -> tuple[str, str]:
+    """CSV for `dvc plots`: headline scores per model, and prediction lengths per dialogue."""
+    scores = ["model,metric,value"]
+    for variant in VARIANTS:
+        headline = metrics[variant]["multi_ref"]
+        flat = {k: v for k, v in headline.items() if isinstance(v, float) and k != "prediction_words"}
+        if isinstance(headline.get("bertscore"), dict):
+            flat["bertscore_f1"] = headline["bertscore"]["f1"]
+        flat.update({f"stress_{k}": v for k, v in metrics[variant]["stress"].items() if k != "cases"})
+        scores += [f"{variant},{name},{value}" for name, value in flat.items()]
+    lengths = ["model,dialogue,words"]
+    for variant in VARIANTS:
+        lengths += [f"{variant},{row['id']},{len(row['prediction'].split())}" for row in scored[variant]["test"]]
+    return "\n".join(scores) + "\n", "\n".join(lengths) + "\n"
 
 
 @click.command()
-@click.option("--variant", type=click.Choice(["base", "peft"]), required=True)
-def main(variant: str) -> None:
+def main() -> None:
     try:
         params = load_params()
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
-    adapter_dir = ADAPTER_DIR if variant == "peft" else None
-    if adapter_dir is not None:
-        check_adapter_prompt(adapter_dir, params.prompt.template)
-    test_rows = read_jsonl(TEST_PATH)
-    click.echo(f"evaluate {variant}: {params.model.name}, {len(test_rows)} test rows")
-    metrics, predictions = evaluate(params, test_rows, adapter_dir)
-    write_jsonl(Path(f"data/predictions/{variant}.jsonl"), predictions)
-    write_json(Path(f"metrics/{variant}.json"), metrics)
-    click.echo(f"  {metrics['dialogues']} dialogues: multi-ref ROUGE-1 {metrics['multi_ref']['rouge1']}")
+    metrics, scored = {}, {}
+    for variant in VARIANTS:
+        folder = PREDICTIONS_DIR / variant
+        predictions = {name: read_jsonl(folder / f"{name}.jsonl") for name in ("test", "stress")}
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        click.echo(
+            f"evaluate {variant}: {len(predictions['test'])} dialogues, {len(predictions['stress'])} stress cases"
+        )
+        try:
+            metrics[variant], scored[variant] = score_variant(params, predictions, meta)
+        except ResourceError as error:
+            raise click.ClickException(str(error)) from None
+    comparison = compare(params, scored)
+    for variant in VARIANTS:
+        tmp_dir = SCORED_DIR / f".{variant}.tmp"
+        for name, rows in scored[variant].items():
+            write_jsonl(tmp_dir / f"{name}.jsonl", [{k: v for k, v in row.items() if k != "_all"} for row in rows])
+        replace_dir(tmp_dir, SCORED_DIR / variant)
+        write_json(Path(f"metrics/{variant}.json"), metrics[variant])
+    write_json(Path("metrics/compare.json"), comparison)
+    scores_csv, lengths_csv = plot_rows(metrics, scored)
+    write_text(PLOTS_DIR / "scores.csv", scores_csv)
+    write_text(PLOTS_DIR / "lengths.csv", lengths_csv)
+    rouge1 = comparison["multi_ref"]["rouge1"]
+    click.echo(
+        f"  ROUGE-1 {metrics['base']['multi_ref']['rouge1']} -> {metrics['peft']['multi_ref']['rouge1']} "
+        f"(delta {rouge1['delta']}, 95% CI [{rouge1['ci_low']}, {rouge1['ci_high']}])"
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from phisum.files import write_json, write_jsonl
 from phisum.modeling import load_tokenizer
 from phisum.params import Params, ParamsError, load_params
 
-PARAMS = ("model", "data", "prompt", "evaluate.max_new_tokens")
+PARAMS = ("model", "data", "prompt", "generate.max_new_tokens")
 OUT_DIR = Path("data/prepared")
 STATS_PATH = Path("metrics/data.json")
 
@@ -27,7 +27,7 @@ def prepare(params: Params, splits: dict[str, tuple[list[dict], str]], tokenizer
     for split in SPLITS:
         rows, where = splits[split]
         # Test prompts keep room for generation; training prompts keep room for their own summary.
-        reserve = params.evaluate.max_new_tokens if split == "test" else None
+        reserve = params.generate.max_new_tokens if split == "test" else None
         prepared[split], split_stats = prepare_split(
             rows, where, params.prompt.template, tokenizer, params.prompt.max_length, reserve
         )

@@ -1,44 +1,105 @@
-"""qualitative: base and PEFT summaries side by side with the references, as markdown.
+"""qualitative: base and PEFT summaries side by side, and the stress-test failures, as one markdown report.
 
     python stages/qualitative.py    (dvc.yaml stage `qualitative`)
 
-Reads the predictions written by evaluate; writes reports/qualitative.md.
+Reads data/prepared/test.jsonl, the scored predictions of both models (data/scored/) and your own
+dialogues' predictions (data/predictions/*/extra.jsonl); writes reports/qualitative.md.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import click
 
 from phisum.files import read_jsonl, write_text
-from phisum.params import ParamsError, load_params
+from phisum.params import ParamsError, QualitativeParams, load_params
 
-PARAMS = ("qualitative",)
+PARAMS = ("seed", "qualitative")
 TEST_PATH = Path("data/prepared/test.jsonl")
+SCORED_DIR = Path("data/scored")
 PREDICTIONS_DIR = Path("data/predictions")
 REPORT_PATH = Path("reports/qualitative.md")
+
+
+def cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return (text or "(empty)").replace("|", "\\|").replace("\n", " ")
 
 
 def quote(text: str) -> str:
     return "\n".join(f"> {line}" if line else ">" for line in text.splitlines()) or "> (empty)"
 
 
-def render_report(test_rows: list[dict], base: list[dict], peft: list[dict], num_examples: int) -> str:
-    """The first num_examples test dialogues with references, base output and PEFT output."""
+def pick_dialogues(base: list[dict], peft: list[dict], qualitative: QualitativeParams, seed: int) -> list[tuple]:
+    """(heading, index) for the fixed ids, the biggest ROUGE-1 gains and losses, and a seeded sample."""
+    index_of = {row_id: i for i, row in enumerate(base) for row_id in row["ids"]}
+    missing = [row_id for row_id in qualitative.ids if row_id not in index_of]
+    if missing:
+        raise click.ClickException(
+            f"qualitative.ids: {', '.join(missing)} not in the test split (e.g. {base[0]['id']}); fix the ids"
+        )
+    gains = sorted(range(len(base)), key=lambda i: peft[i]["scores"]["rouge1"] - base[i]["scores"]["rouge1"])
+    picks = [("chosen", index_of[row_id]) for row_id in qualitative.ids]
+    picks += [("PEFT gained most", i) for i in reversed(gains[-qualitative.top_k :])] if qualitative.top_k else []
+    picks += [("PEFT lost most", i) for i in gains[: qualitative.top_k]]
+    sample = random.Random(seed).sample(range(len(base)), k=min(qualitative.random_examples, len(base)))
+    picks += [("random sample", i) for i in sample]
+    unique: dict[int, str] = {}
+    for heading, i in picks:
+        unique.setdefault(i, heading)  # a dialogue shows once, under its first reason
+    return [(heading, i) for i, heading in unique.items()]
+
+
+def render_dialogue(heading: str, dialogue: str, base: dict, peft: dict) -> list[str]:
+    lines = [f"### {base['id']} ({heading})", "", quote(dialogue), ""]
+    lines += ["Reference(s):", ""] + [f"- {ref}" for ref in base["references"]] + [""]
+    lines += ["| model | summary | ROUGE-1 | ROUGE-L |", "|---|---|---|---|"]
+    for name, row in (("base", base), ("PEFT", peft)):
+        lines.append(
+            f"| {name} | {cell(row['prediction'])} | {row['scores']['rouge1']:.3f} | {row['scores']['rougeL']:.3f} |"
+        )
+    return [*lines, ""]
+
+
+def render_stress(base: list[dict], peft: list[dict]) -> list[str]:
+    """Failures per model: wrong or missing final time, red herring, missed action items."""
+    lines = ["## Stress test: meetings moved 1-4 times", ""]
+    for name, rows in (("base", base), ("PEFT", peft)):
+        failures = [r for r in rows if not r["final_time_correct"] or r["red_herring"] or r["missed_action_items"]]
+        lines += [f"### {name}: {len(failures)} of {len(rows)} cases with a failure", ""]
+        if failures:
+            lines += ["| case | changes | expected | failed | summary |", "|---|---|---|---|---|"]
+        for row in failures:
+            failed = [
+                *(["final time"] if not row["final_time_correct"] else []),
+                *(["red herring"] if row["red_herring"] else []),
+                *[f"missed {item['owner']}: {item['object']}" for item in row["missed_action_items"]],
+            ]
+            expected = f"{row['final']['day']} {row['final']['time']}"
+            summary = cell(row["prediction"])
+            lines.append(f"| {row['id']} | {row['changes']} | {expected} | {cell('; '.join(failed))} | {summary} |")
+        lines.append("")
+    return lines
+
+
+def render_report(
+    test_rows: list[dict], scored: dict[str, dict[str, list[dict]]], extra: dict[str, list[dict]], params
+) -> str:
+    base, peft = scored["base"]["test"], scored["peft"]["test"]
     dialogues = {row["id"]: row["dialogue"] for row in test_rows}
-    lines = ["# Base vs PEFT, side by side", ""]
-    for b, p in list(zip(base, peft, strict=True))[:num_examples]:
-        lines += [f"## {b['id']}", "", "**Dialogue**", "", quote(dialogues[b["id"]]), ""]
-        lines += ["**Reference(s)**", ""] + [f"- {ref}" for ref in b["references"]] + [""]
-        lines += [
-            "| model | summary | ROUGE-1 |",
-            "|---|---|---|",
-            f"| base | {b['prediction'] or '(empty)'} | {b['scores']['rouge1']:.3f} |",
-            f"| PEFT | {p['prediction'] or '(empty)'} | {p['scores']['rouge1']:.3f} |",
-            "",
-        ]
-    return "\n".join(line.replace("\n", " ") if line.startswith("|") else line for line in lines)
+    lines = ["# Base vs PEFT, side by side", "", "Greedy outputs of both models on the same prompts.", ""]
+    lines += ["## Test dialogues", ""]
+    for heading, i in pick_dialogues(base, peft, params.qualitative, params.seed):
+        lines += render_dialogue(heading, dialogues[base[i]["id"]], base[i], peft[i])
+    if extra["base"]:
+        lines += ["## Your dialogues", ""]
+        for b, p in zip(extra["base"], extra["peft"], strict=True):
+            lines += [f"### {b['id']}", "", quote(b["dialogue"]), "", "| model | summary |", "|---|---|"]
+            lines += [f"| base | {cell(b['prediction'])} |", f"| PEFT | {cell(p['prediction'])} |", ""]
+    lines += render_stress(scored["base"]["stress"], scored["peft"]["stress"])
+    return "\n".join(lines)
 
 
 @click.command()
@@ -47,11 +108,12 @@ def main() -> None:
         params = load_params()
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
-    base = read_jsonl(PREDICTIONS_DIR / "base.jsonl")
-    peft = read_jsonl(PREDICTIONS_DIR / "peft.jsonl")
-    report = render_report(read_jsonl(TEST_PATH), base, peft, params.qualitative.num_examples)
+    variants = ("base", "peft")
+    scored = {v: {s: read_jsonl(SCORED_DIR / v / f"{s}.jsonl") for s in ("test", "stress")} for v in variants}
+    extra = {v: read_jsonl(PREDICTIONS_DIR / v / "extra.jsonl") for v in variants}
+    report = render_report(read_jsonl(TEST_PATH), scored, extra, params)
     write_text(REPORT_PATH, report)
-    click.echo(f"qualitative: wrote {REPORT_PATH} ({min(len(base), params.qualitative.num_examples)} dialogues)")
+    click.echo(f"qualitative: wrote {REPORT_PATH}")
 
 
 if __name__ == "__main__":

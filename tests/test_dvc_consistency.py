@@ -8,7 +8,7 @@ import yaml
 from tests.conftest import ROOT
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-SCRIPTS = {"prepare": "prepare", "train": "train", "evaluate": "evaluate", "qualitative": "qualitative"}
+SCRIPTS = {name: name for name in ("prepare", "train", "generate", "evaluate", "qualitative")}
 
 
 def stage_body(name: str) -> dict:
@@ -61,9 +61,13 @@ def test_stage_params_match_what_the_script_reads(name):
     assert groups_read <= groups_declared, f"{name} reads {sorted(groups_read - groups_declared)} undeclared"
 
 
-def test_base_evaluation_does_not_depend_on_training():
-    deps = set(stage_body("evaluate")["deps"]) | {STAGES["evaluate"]["foreach"]["base"]["model_input"]}
-    params = set(stage_body("evaluate")["params"])
+def test_base_generation_does_not_depend_on_training():
+    deps = set(stage_body("generate")["deps"]) | {STAGES["generate"]["foreach"]["base"]["model_input"]}
+    params = set(stage_body("generate")["params"])
     assert "models/adapter" not in deps
     assert not params & {"lora", "train"}
-    assert STAGES["evaluate"]["foreach"]["peft"]["model_input"] == "models/adapter"
+    assert STAGES["generate"]["foreach"]["peft"]["model_input"] == "models/adapter"
+
+
+def test_every_stage_is_checked():
+    assert set(STAGES) == set(SCRIPTS)

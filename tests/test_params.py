@@ -4,7 +4,7 @@ import subprocess
 import pytest
 import yaml
 
-from phisum.params import ParamsError, parse_params
+from phisum.params import ParamsError, load_params, parse_params
 from tests.conftest import ROOT
 
 
@@ -47,7 +47,9 @@ def test_lora_r_lives_at_the_path_dvc_exp_run_sets(raw):
         (lambda r: r["lora"].update(dropout=1.0), "lora.dropout: must be in [0, 1)"),
         (lambda r: r["quantization"].update(quant_type="int3"), "quantization.quant_type: got 'int3'"),
         (lambda r: r["prompt"].update(template="no placeholder"), "prompt.template: must contain"),
-        (lambda r: r["evaluate"].update(max_new_tokens=4096), "evaluate.max_new_tokens"),
+        (lambda r: r["generate"].update(max_new_tokens=4096), "generate.max_new_tokens"),
+        (lambda r: r["evaluate"].update(metrics=["rouge", "bleurt"]), "evaluate.metrics: unknown bleurt"),
+        (lambda r: r["qualitative"].update(top_k=-1), "qualitative.top_k: must be >= 0"),
     ],
 )
 def test_bad_params_name_the_key(raw, edit, message):
@@ -61,3 +63,15 @@ def test_bad_params_name_the_key(raw, edit, message):
 def test_int_is_accepted_where_a_float_is_expected(raw):
     raw["train"]["learning_rate"] = 1
     assert parse_params(raw).train.learning_rate == 1.0
+
+
+def test_params_read_yaml_1_2_floats_like_dvc(tmp_path):
+    text = committed_params_text().replace("learning_rate: 2.0e-4", "learning_rate: 1e-4")
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml").train.learning_rate == 1e-4
+
+
+def test_the_metric_names_params_allow_are_the_ones_scoring_knows():
+    from phisum import params, scoring
+
+    assert params.METRICS == scoring.METRICS

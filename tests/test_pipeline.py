@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rouge_score import rouge_scorer
 
 from tests.conftest import VENV_BIN, copy_project, run
 
@@ -40,7 +41,28 @@ def test_demo_fine_tune_beats_base_by_a_clear_margin(demo_repo):
     assert read_json(repo / "models/adapter/prompt.json")["template"].startswith("Instruct: Summarize")
     assert not list((repo / "models/checkpoints").glob("*/checkpoint-*"))  # cleaned after success
     report = (repo / "reports/qualitative.md").read_text()
-    assert report.count("| PEFT |") == 3
+    for heading in ("### test_0_1 (chosen)", "(PEFT gained most)", "(PEFT lost most)", "(random sample)"):
+        assert heading in report
+    assert "## Stress test" in report and "### base: " in report
+
+
+def test_fine_tune_gain_is_more_than_noise(demo_repo):
+    repo, _ = demo_repo
+    compare = read_json(repo / "metrics/compare.json")
+    rouge1 = compare["multi_ref"]["rouge1"]
+    assert rouge1["resamples"] == 1000 and 0 < rouge1["ci_low"] <= rouge1["delta"] <= rouge1["ci_high"]
+    assert set(compare["stress"]) == {"final_time_correct", "red_herring", "action_item_recall"}
+    peft = read_json(repo / "metrics/peft.json")
+    assert peft["multi_ref"]["bertscore"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert peft["stress"]["cases"] == 40
+
+
+def test_pipeline_rouge_equals_rouge_score_on_its_predictions(demo_repo):
+    repo, _ = demo_repo
+    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
+    rows = [json.loads(line) for line in (repo / "data/scored/peft/test.jsonl").read_text().splitlines()]
+    best = [max(scorer.score(ref, row["prediction"])["rouge1"].fmeasure for ref in row["references"]) for row in rows]
+    assert read_json(repo / "metrics/peft.json")["multi_ref"]["rouge1"] == round(sum(best) / len(best), 4)
 
 
 def test_loss_curves_have_one_row_per_optimizer_step(demo_repo):
@@ -60,9 +82,9 @@ def test_loss_curves_have_one_row_per_optimizer_step(demo_repo):
 def test_lora_experiment_reruns_only_training_and_peft_evaluation(demo_repo):
     _, output = demo_repo
     experiment = output[output.index("dvc exp run") :]
-    for stage in ("prepare", "evaluate@base"):
+    for stage in ("prepare", "generate@base"):
         assert f"Stage '{stage}' didn't change, skipping" in experiment
-    for stage in ("train", "evaluate@peft"):
+    for stage in ("train", "generate@peft", "evaluate"):
         assert f"Running stage '{stage}'" in experiment
 
 

@@ -1,0 +1,108 @@
+"""generate: greedy summaries from the base or the PEFT model, for the test dialogues and the stress set.
+
+    python stages/generate.py --variant base|peft    (dvc.yaml stages `generate@base`, `generate@peft`)
+
+Both variants load the same 4-bit base model and use the same prompts; `peft` adds models/adapter/.
+Generation is the GPU-heavy half of evaluation; scoring lives in the evaluate stage, so changing a
+metric never regenerates. Writes data/predictions/<variant>/{test,stress,extra}.jsonl and meta.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+from peft import PeftModel
+from transformers import set_seed
+
+from phisum.data import group_by_dialogue
+from phisum.files import read_jsonl, replace_dir, write_json, write_jsonl
+from phisum.generation import generate_summaries
+from phisum.modeling import load_base_model, load_tokenizer, resolve_compute_dtype
+from phisum.params import Params, ParamsError, load_params
+from phisum.prompt import build_prompt
+from phisum.stress import make_stress_cases
+
+PARAMS = ("seed", "model", "prompt", "quantization", "generate")
+TEST_PATH = Path("data/prepared/test.jsonl")
+ADAPTER_DIR = Path("models/adapter")
+PREDICTIONS_DIR = Path("data/predictions")
+
+
+def check_adapter_prompt(adapter_dir: Path, template: str) -> None:
+    """Refuse to score an adapter with a prompt it was not trained on."""
+    trained = json.loads((adapter_dir / "prompt.json").read_text(encoding="utf-8"))["template"]
+    if trained != template:
+        raise click.ClickException(
+            f"{adapter_dir} was trained with prompt.template {trained!r}, params.yaml has {template!r}; "
+            "run `dvc repro` to retrain"
+        )
+
+
+def read_extra_dialogues(path: str) -> list[dict]:
+    """Your own dialogues for the report: a .jsonl with `dialogue` (and optionally `id`) per line."""
+    if not path:
+        return []
+    try:
+        rows = read_jsonl(Path(path))
+    except FileNotFoundError:
+        raise click.ClickException(f"generate.extra_dialogues: {path} not found") from None
+    for number, row in enumerate(rows, start=1):
+        if not str(row.get("dialogue") or "").strip():
+            raise click.ClickException(f"generate.extra_dialogues: {path} line {number} has no `dialogue`")
+    return [{"id": str(row.get("id") or f"extra_{n}"), "dialogue": row["dialogue"]} for n, row in enumerate(rows)]
+
+
+def generate(params: Params, test_rows: list[dict], adapter_dir: Path | None) -> tuple[dict[str, list[dict]], dict]:
+    """Return ({"test"|"stress"|"extra": rows with predictions}, generation stats)."""
+    set_seed(params.seed)
+    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype)
+    tokenizer = load_tokenizer(params.model)
+    model = load_base_model(params.model, params.quantization, compute_dtype)
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    model.eval()
+    template = params.prompt.template
+    sets = {
+        "test": group_by_dialogue(test_rows),
+        "stress": make_stress_cases(params.seed, params.generate.stress_cases),
+        "extra": read_extra_dialogues(params.generate.extra_dialogues),
+    }
+    rows = [row for name in sets for row in sets[name]]
+    prompts = [row["prompt"] if "prompt" in row else build_prompt(template, row["dialogue"]) for row in rows]
+    started = time.perf_counter()
+    outputs = generate_summaries(model, tokenizer, prompts, params.generate.max_new_tokens, params.generate.batch_size)
+    generation_s = time.perf_counter() - started
+    for row, output in zip(rows, outputs, strict=True):
+        row.pop("prompt", None)  # the test prompt is in data/prepared; keep predictions small
+        row.update(prediction=output["text"], new_tokens=output["new_tokens"], stopped=output["stopped"])
+    stats = {"generation_s": round(generation_s, 1), "prompts": len(prompts), "compute_dtype": str(compute_dtype)}
+    return sets, stats
+
+
+@click.command()
+@click.option("--variant", type=click.Choice(["base", "peft"]), required=True)
+def main(variant: str) -> None:
+    try:
+        params = load_params()
+    except ParamsError as error:
+        raise click.ClickException(str(error)) from None
+    adapter_dir = ADAPTER_DIR if variant == "peft" else None
+    if adapter_dir is not None:
+        check_adapter_prompt(adapter_dir, params.prompt.template)
+    test_rows = read_jsonl(TEST_PATH)
+    click.echo(f"generate {variant}: {params.model.name}, {len(test_rows)} test rows")
+    sets, stats = generate(params, test_rows, adapter_dir)
+    out_dir = PREDICTIONS_DIR / variant
+    tmp_dir = PREDICTIONS_DIR / f".{variant}.tmp"
+    for name, rows in sets.items():
+        write_jsonl(tmp_dir / f"{name}.jsonl", rows)
+    write_json(tmp_dir / "meta.json", stats)
+    replace_dir(tmp_dir, out_dir)
+    click.echo(f"  {stats['prompts']} prompts in {stats['generation_s']} s -> {out_dir}/")
+
+
+if __name__ == "__main__":
+    main()
