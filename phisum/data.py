@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,13 +31,57 @@ def find_split_file(data_dir: Path, split: str) -> Path:
     raise DataError(f"{data_dir}: no {split}.csv or {split}.jsonl (expected train, validation and test files)")
 
 
+def decode_utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DataError(
+            f"{path} line {line}: bytes that are not UTF-8 (at byte {error.start}); re-save the file as UTF-8"
+        ) from None
+
+
+def parse_csv(text: str, where: str) -> list[dict]:
+    """Rows of a CSV, refusing broken quoting and rows whose field count differs from the header."""
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    rows = []
+    try:
+        for row in reader:
+            if None in row or None in row.values():  # DictReader's markers for extra / missing fields
+                extra, missing = len(row.get(None) or []), sum(v is None for k, v in row.items() if k is not None)
+                raise DataError(
+                    f"{where} line {reader.line_num}: {len(reader.fieldnames) + extra - missing} columns where the "
+                    f"header has {len(reader.fieldnames)}; quote fields that contain commas, quotes or newlines"
+                )
+            rows.append(row)
+    except csv.Error as error:
+        raise DataError(
+            f"{where} line {reader.line_num + 1}: broken CSV quoting ({error}); quote fields that contain commas, "
+            'quotes or newlines, and double quotes inside them ("")'
+        ) from None
+    return rows
+
+
+def parse_jsonl(text: str, where: str) -> list[dict]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{where} line {number}: not valid JSON ({error.msg}); one object per line") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{where} line {number}: expected a JSON object per line")
+        rows.append(row)
+    return rows
+
+
 def read_local_split(data_dir: Path, split: str) -> tuple[list[dict], str]:
     path = find_split_file(data_dir, split)
-    with path.open(encoding="utf-8", newline="") as handle:
-        if path.suffix == ".csv":
-            rows = list(csv.DictReader(handle))
-        else:
-            rows = [json.loads(line) for line in handle if line.strip()]
+    text = decode_utf8(path)
+    rows = parse_csv(text, str(path)) if path.suffix == ".csv" else parse_jsonl(text, str(path))
     return rows, str(path)
 
 
@@ -62,20 +106,23 @@ def check_columns(rows: list[dict], where: str) -> None:
         raise DataError(
             f"{where}: missing column(s) {', '.join(missing)}; expected columns id, dialogue, summary, topic"
         )
-    counts = Counter(row["id"] for row in rows)
-    duplicated = sorted(row_id for row_id, n in counts.items() if n > 1)
-    if duplicated:
-        raise DataError(
-            f"{where}: duplicate id {duplicated[0]!r} ({len(duplicated)} duplicated ids); ids must be unique"
-        )
 
 
-def drop_reason(row: dict) -> str | None:
-    """Why a row cannot be used, or None."""
+def normalize_dialogue(dialogue: str) -> str:
+    """What counts as the same dialogue for leakage checks: equal up to whitespace and case."""
+    return " ".join(str(dialogue).split()).lower()
+
+
+def drop_reason(row: dict, seen_ids: set[str], held_out: set[str]) -> str | None:
+    """Why a row cannot be used, or None. held_out: normalized test dialogues (for train/validation)."""
     for column in ("dialogue", "summary"):
         value = row.get(column)
         if value is None or not str(value).strip():
             return f"empty_{column}"
+    if str(row["id"]) in seen_ids:
+        return "duplicate_id"
+    if normalize_dialogue(row["dialogue"]) in held_out:
+        return "dialogue_in_test_split"
     return None
 
 
@@ -118,18 +165,34 @@ def fit_dialogue(dialogue: str, template: str, tokenizer, budget: int) -> tuple[
 
 
 def prepare_split(
-    rows: list[dict], where: str, template: str, tokenizer, max_length: int, reserve: int | None
+    rows: list[dict],
+    where: str,
+    template: str,
+    tokenizer,
+    max_length: int,
+    reserve: int | None,
+    on_bad_rows: str = "error",
+    held_out: set[str] = frozenset(),
 ) -> tuple[list[dict], SplitStats]:
     """Make prompt/completion rows.
 
     reserve: tokens kept free after the prompt: the summary's own length (+1 for EOS) when None
     (training splits), or a fixed generation budget (test).
+    on_bad_rows: "error" stops at the first unusable row (naming it); "drop" skips and counts it.
+    held_out: normalized test dialogues; a training row with one of them is leakage into the scores.
     """
     check_columns(rows, where)
     stats = SplitStats(rows_in=len(rows))
     prepared = []
+    seen_ids: set[str] = set()
     for row in rows:
-        reason = drop_reason(row)
+        reason = drop_reason(row, seen_ids, held_out)
+        seen_ids.add(str(row["id"]))
+        if reason and on_bad_rows == "error":
+            raise DataError(
+                f"{where}: row id {row['id']!r}: {reason.replace('_', ' ')}; fix the data, or set "
+                "data.on_bad_rows: drop to skip and count such rows"
+            )
         if reason:
             stats.dropped[reason] = stats.dropped.get(reason, 0) + 1
             continue

@@ -7,9 +7,9 @@ import os
 import torch
 from peft import LoraConfig
 from torch.nn import Linear
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-from phisum.params import LoraParams, ModelParams, QuantizationParams
+from phisum.params import LoraParams, ModelParams, ParamsError, QuantizationParams
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -19,11 +19,20 @@ def resolve_compute_dtype(name: str) -> torch.dtype:
 
     Not torch.cuda.is_bf16_supported(): it says True on a T4, which only emulates bf16 (slowly).
     """
-    if name != "auto":
-        return DTYPES[name]
-    if not torch.cuda.is_available():
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else torch.float16
+    on_gpu = torch.cuda.is_available()
+    capability = torch.cuda.get_device_capability() if on_gpu else None
+    if name == "auto":
+        if not on_gpu:
+            return torch.float32
+        return torch.bfloat16 if capability >= (8, 0) else torch.float16
+    if name == "bfloat16" and on_gpu and capability < (8, 0):
+        raise ParamsError(
+            f"quantization.compute_dtype: bfloat16 needs compute capability 8.0, this GPU has "
+            f"{capability[0]}.{capability[1]} (a T4 is 7.5); use auto or float16"
+        )
+    if name == "float16" and not on_gpu:
+        raise ParamsError("quantization.compute_dtype: float16 has no fast CPU kernels here; use auto or float32")
+    return DTYPES[name]
 
 
 def build_quantization_config(quant: QuantizationParams, compute_dtype: torch.dtype) -> BitsAndBytesConfig:
@@ -33,6 +42,14 @@ def build_quantization_config(quant: QuantizationParams, compute_dtype: torch.dt
         bnb_4bit_use_double_quant=quant.double_quant,
         bnb_4bit_compute_dtype=compute_dtype,
     )
+
+
+def check_max_length(model: ModelParams, max_length: int) -> None:
+    """prompt.max_length must fit the model's position embeddings (reads only the config)."""
+    config = AutoConfig.from_pretrained(model.name, revision=model.revision)
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and max_length > limit:
+        raise ParamsError(f"prompt.max_length: {max_length} exceeds {model.name}'s limit of {limit} tokens")
 
 
 def load_tokenizer(model: ModelParams):

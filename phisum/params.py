@@ -28,6 +28,7 @@ class ModelParams:
 class DataParams:
     source: str
     revision: str | None
+    on_bad_rows: str
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,11 @@ class Params:
     qualitative: QualitativeParams
 
 
+# The optimizers this recipe is meant for (TrainingArguments.optim names); others need their own testing.
+OPTIMIZERS = ("paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit", "adamw_torch", "adamw_torch_fused", "adafactor")
 CHOICES = {
+    "data.on_bad_rows": ("error", "drop"),
+    "train.optim": OPTIMIZERS,
     "quantization.quant_type": ("nf4", "fp4"),
     "quantization.compute_dtype": ("auto", "float16", "bfloat16", "float32"),
 }
@@ -190,6 +195,14 @@ def _check_ranges(params: Params) -> None:
         raise ParamsError(f"lora.dropout: must be in [0, 1), got {params.lora.dropout}")
     if "{dialogue}" not in params.prompt.template:
         raise ParamsError("prompt.template: must contain the placeholder {dialogue}")
+    train = params.train
+    if train.save_steps > train.max_steps:
+        raise ParamsError(
+            f"train.save_steps: {train.save_steps} > train.max_steps {train.max_steps}: no checkpoint would be "
+            "written to resume from; lower it"
+        )
+    if train.eval_steps > train.max_steps:
+        raise ParamsError(f"train.eval_steps: {train.eval_steps} > train.max_steps {train.max_steps}; lower it")
     unknown_metrics = sorted(set(params.evaluate.metrics) - set(METRICS))
     if unknown_metrics:
         raise ParamsError(f"evaluate.metrics: unknown {', '.join(unknown_metrics)}; allowed: {', '.join(METRICS)}")

@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 from ruamel.yaml import YAML
 
-from phisum.data import SPLITS, read_local_split
-from phisum.params import PARAMS_PATH, parse_params, read_yaml
+from phisum.data import SPLITS, DataError, read_local_split
+from phisum.params import PARAMS_PATH, ParamsError, parse_params, read_yaml
 from phisum.synthetic import write_dataset
 from phisum.tiny_model import build_tiny_model
 
@@ -61,6 +61,13 @@ def first_dialogue_ids(data_dir: Path, count: int) -> list[str]:
 @click.command()
 @click.option("--data", "data_dir", default="", help="Local dataset directory; empty = generate the synthetic set.")
 def main(data_dir: str) -> None:
+    try:
+        switch_to_cpu_profile(data_dir)
+    except (DataError, ParamsError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+def switch_to_cpu_profile(data_dir: str) -> None:
     params = parse_params(read_yaml(PARAMS_PATH.read_text(encoding="utf-8")))
     if data_dir:
         source = Path(data_dir).resolve()

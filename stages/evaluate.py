@@ -10,7 +10,6 @@ plot data in metrics/plots/. Scoring only: no model is loaded except BERTScore's
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -29,7 +28,7 @@ PLOTS_DIR = Path("metrics/plots")
 STRESS_KEYS = ("final_time_correct", "red_herring", "action_item_recall")
 
 
-def score_variant(params: Params, predictions: dict[str, list[dict]], meta: dict) -> tuple[dict, dict]:
+def score_variant(params: Params, predictions: dict[str, list[dict]]) -> tuple[dict, dict]:
     """Return (metrics, {"test": scored rows, "stress": scored rows}) for one model."""
     test = predictions["test"]
     summary, per_dialogue = score_groups(
@@ -42,7 +41,6 @@ def score_variant(params: Params, predictions: dict[str, list[dict]], meta: dict
     summary["stress"] = aggregate_scores(stress)
     summary["hit_max_new_tokens"] = round(float(np.mean([not row["stopped"] for row in test])), 4)
     summary["mean_new_tokens"] = round(float(np.mean([row["new_tokens"] for row in test])), 2)
-    summary["generation_s"] = meta["generation_s"]
     scored_test = [
         {**row, "scores": {k: round(v, 4) for k, v in scores.items() if not k.startswith("bleu_")}, "_all": scores}
         for row, scores in zip(test, per_dialogue, strict=True)
@@ -91,12 +89,11 @@ def main() -> None:
     for variant in VARIANTS:
         folder = PREDICTIONS_DIR / variant
         predictions = {name: read_jsonl(folder / f"{name}.jsonl") for name in ("test", "stress")}
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         click.echo(
             f"evaluate {variant}: {len(predictions['test'])} dialogues, {len(predictions['stress'])} stress cases"
         )
         try:
-            metrics[variant], scored[variant] = score_variant(params, predictions, meta)
+            metrics[variant], scored[variant] = score_variant(params, predictions)
         except ResourceError as error:
             raise click.ClickException(str(error)) from None
     comparison = compare(params, scored)

@@ -94,7 +94,10 @@ def main(variant: str) -> None:
         check_adapter_prompt(adapter_dir, params.prompt.template)
     test_rows = read_jsonl(TEST_PATH)
     click.echo(f"generate {variant}: {params.model.name}, {len(test_rows)} test rows")
-    sets, stats = generate(params, test_rows, adapter_dir)
+    try:
+        sets, stats = generate(params, test_rows, adapter_dir)
+    except ParamsError as error:
+        raise click.ClickException(str(error)) from None
     out_dir = PREDICTIONS_DIR / variant
     tmp_dir = PREDICTIONS_DIR / f".{variant}.tmp"
     for name, rows in sets.items():

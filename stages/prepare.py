@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from phisum.data import SPLITS, DataError, load_splits, prepare_split
+from phisum.data import SPLITS, DataError, load_splits, normalize_dialogue, prepare_split
 from phisum.files import write_json, write_jsonl
-from phisum.modeling import load_tokenizer
+from phisum.modeling import check_max_length, load_tokenizer
 from phisum.params import Params, ParamsError, load_params
 
 PARAMS = ("model", "data", "prompt", "generate.max_new_tokens")
@@ -24,12 +24,20 @@ STATS_PATH = Path("metrics/data.json")
 def prepare(params: Params, splits: dict[str, tuple[list[dict], str]], tokenizer) -> tuple[dict, dict]:
     """Return ({split: rows}, statistics)."""
     prepared, stats = {}, {}
+    test_dialogues = {normalize_dialogue(row.get("dialogue") or "") for row in splits["test"][0]}
     for split in SPLITS:
         rows, where = splits[split]
         # Test prompts keep room for generation; training prompts keep room for their own summary.
         reserve = params.generate.max_new_tokens if split == "test" else None
         prepared[split], split_stats = prepare_split(
-            rows, where, params.prompt.template, tokenizer, params.prompt.max_length, reserve
+            rows,
+            where,
+            params.prompt.template,
+            tokenizer,
+            params.prompt.max_length,
+            reserve,
+            on_bad_rows=params.data.on_bad_rows,
+            held_out=test_dialogues if split == "train" else set(),  # validation only feeds the val loss
         )
         stats[split] = split_stats.to_dict()
     test_ids = {row["prompt"] for row in prepared["test"]}
@@ -41,6 +49,7 @@ def prepare(params: Params, splits: dict[str, tuple[list[dict], str]], tokenizer
 def main() -> None:
     try:
         params = load_params()
+        check_max_length(params.model, params.prompt.max_length)
         click.echo(f"prepare: {params.data.source} (revision {params.data.revision}) with {params.model.name}")
         splits = load_splits(params.data.source, params.data.revision)
         prepared, stats = prepare(params, splits, load_tokenizer(params.model))

@@ -156,6 +156,8 @@ def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
+    # Wall-clock time is not a metric: it would make two identical runs' metrics files differ.
+    click.echo(f"  trained {trainer.state.global_step} steps in {runtime:.1f} s")
     return {
         "first_loss": round(losses[0], 4),
         "last_loss": round(losses[-1], 4),
@@ -165,7 +167,6 @@ def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir
         "processes": trainer.args.world_size,
         "resumed_from_step": int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0,
         **count_parameters(trainer.model),
-        "runtime_s": round(runtime, 1),
         "compute_dtype": str(compute_dtype).removeprefix("torch."),
     }
 
@@ -208,7 +209,7 @@ def main() -> None:
     tmp_dir = ADAPTER_DIR.parent / f".adapter-{fingerprint}"
     try:
         metrics = train(params, train_rows, eval_rows, run_dir, tmp_dir)
-    except (NonFiniteLossError, TargetModuleError) as error:
+    except (NonFiniteLossError, TargetModuleError, ParamsError) as error:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise click.ClickException(str(error)) from None
     if not is_main:
@@ -219,7 +220,7 @@ def main() -> None:
     replace_dir(tmp_dir, ADAPTER_DIR)
     write_json(METRICS_PATH, metrics)
     shutil.rmtree(run_dir, ignore_errors=True)  # the adapter is the result; checkpoints were only for resuming
-    click.echo(f"  loss {metrics['first_loss']} -> {metrics['last_loss']} in {metrics['runtime_s']} s")
+    click.echo(f"  loss {metrics['first_loss']} -> {metrics['last_loss']}")
 
 
 if __name__ == "__main__":

@@ -27,11 +27,35 @@ def test_prepare_makes_prompt_and_completion(tokenizer):
     assert (stats.rows_in, stats.rows_out, stats.truncated) == (1, 1, 0)
 
 
-def test_empty_rows_are_dropped_and_counted(tokenizer):
-    rows = [row("a"), row("b", dialogue="  "), row("c", summary=""), row("d", summary=None)]
-    prepared, stats = prepare_split(rows, "train.csv", TEMPLATE, tokenizer, 512, None)
+BAD_ROWS = [row("b", dialogue="  "), row("c", summary=""), row("d", summary=None), row("a"), row("e")]
+
+
+def test_bad_rows_are_dropped_and_counted_when_params_say_drop(tokenizer):
+    rows = [row("a"), *BAD_ROWS]
+    held_out = {"#person1#: monday? #person2#: yes."}
+    rows[-1]["dialogue"] = "#Person1#: Monday?\n#Person2#:  yes."  # a test dialogue, up to whitespace and case
+    prepared, stats = prepare_split(rows, "train.csv", TEMPLATE, tokenizer, 512, None, "drop", held_out)
     assert [r["id"] for r in prepared] == ["a"]
-    assert stats.to_dict()["dropped"] == {"empty_dialogue": 1, "empty_summary": 2}
+    assert stats.to_dict()["dropped"] == {
+        "dialogue_in_test_split": 1,
+        "duplicate_id": 1,
+        "empty_dialogue": 1,
+        "empty_summary": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (row("b", dialogue="  "), "row id 'b': empty dialogue"),
+        (row("c", summary=None), "row id 'c': empty summary"),
+        (row("a"), "row id 'a': duplicate id"),
+        (row("z", dialogue="HELD OUT"), "row id 'z': dialogue in test split"),
+    ],
+)
+def test_bad_rows_stop_prepare_by_default_naming_file_and_row(tokenizer, bad, message):
+    with pytest.raises(DataError, match=f"train.csv: {message}; fix the data, or set data.on_bad_rows: drop"):
+        prepare_split([row("a"), bad], "train.csv", TEMPLATE, tokenizer, 512, None, "error", {"held out"})
 
 
 def test_missing_column_names_the_file_and_column(tokenizer):
@@ -39,9 +63,42 @@ def test_missing_column_names_the_file_and_column(tokenizer):
         prepare_split([{"id": "a", "dialogue": "x"}], "train.csv", TEMPLATE, tokenizer, 512, None)
 
 
-def test_duplicate_ids_are_an_error(tokenizer):
-    with pytest.raises(DataError, match="duplicate id 'a'"):
-        prepare_split([row("a"), row("a")], "train.csv", TEMPLATE, tokenizer, 512, None)
+def write_splits(data_dir, train_text: str | bytes) -> None:
+    good = "id,dialogue,summary,topic\nx_1,#Person1#: Hi.,They greet.,greeting\n"
+    for split in ("validation", "test"):
+        (data_dir / f"{split}.csv").write_text(good)
+    path = data_dir / "train.csv"
+    path.write_bytes(train_text) if isinstance(train_text, bytes) else path.write_text(train_text)
+
+
+@pytest.mark.parametrize(
+    ("train_text", "message"),
+    [
+        (b"id,dialogue,summary,topic\nt_1,#Person1#: caf\xe9,ok,t\n", "train.csv line 2: bytes that are not UTF-8"),
+        ('id,dialogue,summary,topic\nt_1,"#Person1#: unclosed,ok,t\n', "train.csv line 2: broken CSV quoting"),
+        ('id,dialogue,summary,topic\nt_1,"#Person1#: a"b,ok,t\n', "train.csv line 2: broken CSV quoting"),
+        ("id,dialogue,summary,topic\nt_1,#Person1#: a, b,ok,t\n", "train.csv line 2: 5 columns where the header has 4"),
+        ("id,dialogue,topic\nt_1,#Person1#: a,t\n", r"train.csv: missing column\(s\) summary"),
+        ("id,dialogue,summary,topic\n", "train.csv: split is empty"),
+    ],
+)
+def test_unreadable_files_name_the_file_line_and_fix(tmp_path, train_text, message, tokenizer):
+    write_splits(tmp_path, train_text)
+    with pytest.raises(DataError, match=message):
+        for rows, where in load_splits(str(tmp_path), None).values():
+            prepare_split(rows, where, TEMPLATE, tokenizer, 512, None)
+
+
+def test_jsonl_splits_with_nulls_and_bad_lines(tmp_path, tokenizer):
+    write_splits(tmp_path, "id,dialogue,summary,topic\nt_1,#Person1#: Hi.,ok,t\n")
+    (tmp_path / "test.csv").unlink()
+    (tmp_path / "test.jsonl").write_text('{"id": "a", "dialogue": "#Person1#: Hi.", "summary": null}\n')
+    rows, where = load_splits(str(tmp_path), None)["test"]
+    with pytest.raises(DataError, match="test.jsonl: row id 'a': empty summary"):
+        prepare_split(rows, where, TEMPLATE, tokenizer, 512, 48)
+    (tmp_path / "test.jsonl").write_text('{"id": "a"}\nnot json\n')
+    with pytest.raises(DataError, match="test.jsonl line 2: not valid JSON"):
+        load_splits(str(tmp_path), None)
 
 
 def test_long_dialogue_is_cut_in_the_dialogue_never_in_the_summary(tokenizer):
