@@ -34,9 +34,9 @@ VENV_BIN = Path(sys.executable).parent
 LOCAL_RESULTS = ("dvc.lock", "metrics/", "reports/", "data/predictions/")
 
 
-def run(args: list[str], cwd: Path, timeout: int = 900, check: bool = True) -> str:
+def run(args: list[str], cwd: Path, timeout: int = 900, check: bool = True, extra_env: dict | None = None) -> str:
     """Run a command with the project's venv first on PATH; return stdout + stderr."""
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", **(extra_env or {})}
     for role in ("AUTHOR", "COMMITTER"):
         env.update({f"GIT_{role}_NAME": "t", f"GIT_{role}_EMAIL": "t@t.invalid"})
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

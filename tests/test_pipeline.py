@@ -1,6 +1,7 @@
 """The real pipeline, end to end, on the CPU profile: `make demo` in a fresh git repo, then its promises."""
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from tests.conftest import VENV_BIN, copy_project, run
 
 pytestmark = pytest.mark.slow
 DVC = str(VENV_BIN / "dvc")
+FAKE_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file can contain it by accident
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +21,8 @@ def demo_repo(tmp_path_factory) -> tuple[Path, str]:
     repo = copy_project(tmp_path_factory.mktemp("clone"))
     venv = VENV_BIN.parent
     # -o: treat the (shared) venv as up to date; setup would re-point its editable install at the copy.
-    output = run(["make", "-o", f"{venv}/.installed", "demo", f"VENV={venv}"], repo)
+    fake_token = {"HF_TOKEN": FAKE_TOKEN, "HUGGING_FACE_HUB_TOKEN": FAKE_TOKEN}
+    output = run(["make", "-o", f"{venv}/.installed", "demo", f"VENV={venv}"], repo, extra_env=fake_token)
     return repo, output
 
 
@@ -101,3 +104,20 @@ def test_workspace_ends_on_the_r32_run_and_a_second_repro_does_nothing(demo_repo
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["lora"]["r"] == 32 and params["model"]["name"] == "models/tiny-phi"
     assert "Data and pipelines are up to date." in run([DVC, "repro"], repo)
+
+
+def test_a_hub_token_in_the_environment_is_never_written(demo_repo):
+    repo, output = demo_repo
+    assert FAKE_TOKEN not in output
+    for path in repo.rglob("*"):
+        if path.is_file() and ".git" not in path.parts and ".dvc" not in path.parts:
+            assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_forced_rerun_gives_byte_identical_metrics(demo_repo):
+    """Run last: it reruns the whole pipeline in the demo workspace."""
+    repo, _ = demo_repo
+    metrics = sorted((repo / "metrics").glob("*.json"))
+    before = {path.name: path.read_bytes() for path in metrics}
+    run([DVC, "repro", "--force"], repo)
+    assert {path.name: path.read_bytes() for path in metrics} == before

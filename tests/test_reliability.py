@@ -100,6 +100,10 @@ def test_sigkill_mid_write_leaves_the_old_file_or_the_new_one_never_half(tmp_pat
 
 
 def test_committed_params_have_no_secrets():
-    params = read_yaml(committed_params_text())
-    text = str(params).lower()
-    assert "token" not in text and "hf_" not in text
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            yield from leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
+
+    for key, value in leaves(read_yaml(committed_params_text())):
+        assert key.split(".")[-1] not in ("token", "hf_token", "secret", "password"), key
+        assert not str(value).startswith("hf_"), key
