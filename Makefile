@@ -7,6 +7,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?=
 export DVC_NO_ANALYTICS := 1
+# The tiny CPU-profile model gains nothing from intra-op threads, and on a small shared machine
+# threads that wait on each other make every op slow (measured: 739 s vs ~65 s for the demo).
+export OMP_NUM_THREADS ?= 1
 # The demo's experiments are git commits; give them an author where git has none configured.
 export GIT_AUTHOR_NAME ?= $(shell git config user.name || echo phisum-demo)
 export GIT_AUTHOR_EMAIL ?= $(shell git config user.email || echo demo@phisum.invalid)

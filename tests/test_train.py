@@ -109,7 +109,8 @@ def test_unknown_target_module_lists_the_models_linear_layers(repo, tmp_path):
 
 
 @pytest.mark.slow
-def test_merged_model_matches_base_plus_adapter_greedy(repo, tmp_path):
+def test_merged_model_matches_base_plus_adapter_greedy(repo, tmp_path, monkeypatch):
+    monkeypatch.chdir(repo)  # the adapter names its base model by the path params.yaml gave, relative to the repo
     if not (repo / "models/adapter/adapter_model.safetensors").exists():
         run([DVC, "repro", "train"], repo)
     adapter_dir = repo / "models/adapter"
@@ -135,6 +136,4 @@ def test_two_cpu_processes_train_data_parallel(repo, tmp_path):
     assert (metrics["processes"], metrics["steps"]) == (2, 20)
     assert (ddp_repo / "models/adapter/adapter_model.safetensors").exists()
     assert len((ddp_repo / "metrics/curves/plots/metrics/train/loss.tsv").read_text().splitlines()) == 21
-    print(
-        f"2-process CPU run of 20 steps: {time.perf_counter() - started:.1f} s wall, {metrics['runtime_s']} s training"
-    )
+    print(f"2-process CPU run of 20 steps: {time.perf_counter() - started:.1f} s wall")

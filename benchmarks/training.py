@@ -1,0 +1,199 @@
+"""Training throughput of four batchings at 4 sequences per optimizer step, side by side.
+
+    python benchmarks/training.py [WORKSPACE] [--steps 40] [--repeats 3] [--threads 1] [--profile seed,packed]
+
+WORKSPACE: a phisum workspace after `make demo` (default .). Each run is the train stage's model and SFTTrainer
+(4-bit, fp32 LoRA, paged 8-bit AdamW, gradient checkpointing, completion-only loss); only the batching
+differs: seed 1 x 4 accumulation; batched 4 x 1, random order, padded; grouped 4 x 1 by length;
+packed: TRL best-fit packing, padding-free, into rows of ~4 mean sequence lengths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import click
+import datasets
+import torch
+from datasets import Dataset
+from peft import prepare_model_for_kbit_training
+from transformers import PrinterCallback, set_seed
+from trl import SFTConfig, SFTTrainer
+
+from phisum.files import read_jsonl
+from phisum.modeling import build_lora_config, load_base_model, load_tokenizer, resolve_compute_dtype
+from phisum.params import Params, load_params
+
+BATCHINGS = {
+    "seed": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 4},
+    "batched": {"per_device_train_batch_size": 4},
+    "grouped": {"per_device_train_batch_size": 4, "train_sampling_strategy": "group_by_length"},
+    "packed": {"per_device_train_batch_size": 1, "packing": True, "padding_free": True},
+}
+WARMUP_STEPS = 5  # excluded from tokens/s: first-call allocations, optimizer state creation
+
+
+class CountingSFTTrainer(SFTTrainer):
+    """SFTTrainer that counts real tokens, tensor slots and sequences, and clocks each optimizer step's start."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.state.global_step + 1 not in self.counts:  # the first micro-batch of a new optimizer step
+            self.step_starts.append(time.perf_counter())
+        step = self.counts.setdefault(self.state.global_step + 1, {"real": 0, "slots": 0, "seqs": 0})
+        ids = inputs["input_ids"]
+        step["slots"] += ids.numel()
+        step["real"] += int(inputs.get("attention_mask", torch.ones_like(ids)).sum())  # padding-free: no pads
+        packed = "position_ids" in inputs  # packed rows: every sequence starts at position 0
+        step["seqs"] += int((inputs["position_ids"] == 0).sum()) if packed else ids.shape[0]
+        return super().training_step(model, inputs, num_items_in_batch)
+
+
+def build_trainer(params: Params, batching: str, steps: int, rows: list[dict], eval_rows: list[dict], out_dir: str):
+    """The train stage's model and SFTTrainer, with the given batching."""
+    set_seed(params.seed)
+    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype)
+    model = load_base_model(params.model, params.quantization, compute_dtype)
+    # As stages/train.py: keep bitsandbytes' trainable CPU layout (evaluation would repack it).
+    for module in filter(lambda m: hasattr(m, "support_avx512bf16_for_cpu"), model.modules()):
+        module.support_avx512bf16_for_cpu = False
+    checkpointing = {"use_reentrant": False}
+    model = prepare_model_for_kbit_training(
+        model,
+        use_gradient_checkpointing=params.train.gradient_checkpointing,
+        gradient_checkpointing_kwargs=checkpointing,
+    )
+    config = SFTConfig(
+        output_dir=out_dir,
+        seed=params.seed,
+        max_steps=steps,
+        learning_rate=params.train.learning_rate,
+        optim=params.train.optim,
+        gradient_checkpointing=params.train.gradient_checkpointing,
+        gradient_checkpointing_kwargs=checkpointing,
+        fp16=compute_dtype == torch.float16,
+        bf16=compute_dtype == torch.bfloat16,
+        use_cpu=not torch.cuda.is_available(),
+        completion_only_loss=True,
+        per_device_eval_batch_size=1,  # the same validation loss whatever the training batching
+        eval_packing=False,
+        logging_steps=1,
+        save_strategy="no",  # report_to defaults to "none" in transformers 5
+        disable_tqdm=True,
+        **{"max_length": params.prompt.max_length, **BATCHINGS[batching]},
+    )
+    trainer = CountingSFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]),
+        eval_dataset=Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in eval_rows]),
+        processing_class=load_tokenizer(params.model),
+        peft_config=build_lora_config(params.lora),
+    )
+    for param in trainer.model.parameters():  # as stages/train.py: LoRA weights in fp32
+        if param.requires_grad:
+            param.data = param.data.float()
+    trainer.remove_callback(PrinterCallback)
+    trainer.counts, trainer.step_starts = {}, []
+    return trainer
+
+
+def check_completion_only(trainer, rows: list[dict]) -> tuple[int, float]:
+    """Labels of the first batch: -100 on every prompt token, summary + EOS supervised (rows matched by token ids).
+
+    Returns how many sequences were checked and, for a packed batch, its loss gap against them run separately.
+    """
+    tokenizer, eos = trainer.processing_class, trainer.processing_class.eos_token_id
+    expected = {}
+    for row in rows:
+        prompt_ids = tokenizer(row["prompt"])["input_ids"]
+        completion_ids = tokenizer(row["prompt"] + row["completion"])["input_ids"][len(prompt_ids) :]
+        expected[tuple(prompt_ids + completion_ids + [eos])] = [-100] * len(prompt_ids) + completion_ids + [eos]
+    batch = next(iter(trainer.get_train_dataloader()))
+    checked, packed = 0, "position_ids" in batch
+    for i, (ids, labels) in enumerate(zip(batch["input_ids"].tolist(), batch["labels"].tolist(), strict=True)):
+        # Packed rows: a sequence starts where the position restarts at 0. Padded rows: one, then right padding.
+        starts = (batch["position_ids"][i] == 0).nonzero().flatten().tolist() if packed else [0]
+        starts.append(len(ids) if packed else int(batch["attention_mask"][i].sum()))
+        for start, end in zip(starts, starts[1:], strict=False):
+            assert labels[start:end] == expected[tuple(ids[start:end])], f"labels differ at tokens {start}-{end}"
+            checked += 1
+    return checked, packed_loss_gap(trainer.model, batch) if packed else 0.0
+
+
+@torch.no_grad()
+def packed_loss_gap(model, batch: dict) -> float:
+    """|loss of the packed row - loss of its sequences run one by one|: 0 when attention stays inside each sequence."""
+    model.eval()  # no dropout
+    ids, labels, positions = batch["input_ids"], batch["labels"], batch["position_ids"]
+    packed = model(**batch).loss  # what the trainer passes: position ids and sequence boundaries
+    starts = (positions[0] == 0).nonzero().flatten().tolist() + [ids.shape[1]]
+    total = count = 0
+    for start, end in zip(starts, starts[1:], strict=False):
+        n = int((labels[0, start + 1 : end] != -100).sum())  # the model shifts labels: the first is never scored
+        total += model(input_ids=ids[:, start:end], labels=labels[:, start:end]).loss * n
+        count += n
+    model.train()
+    return float((packed - total / count).abs())
+
+
+def run_one(params, batching, steps, rows, eval_rows, profile: bool) -> dict:
+    trainer = build_trainer(params, batching, steps, rows, eval_rows, f"/tmp/phisum-bench-{batching}")
+    checked, loss_gap = check_completion_only(trainer, rows)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else nullcontext() as prof:
+        trainer.train()
+    if profile:
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+        click.echo(f"--- {batching}: top ops by self CPU time ---\n{table}")
+    timed = [trainer.counts[s] for s in range(WARMUP_STEPS + 1, steps)]  # steps between two clocked starts
+    real, slots = sum(c["real"] for c in timed), sum(c["slots"] for c in timed)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {
+        "tokens_per_s": real / (trainer.step_starts[steps - 1] - trainer.step_starts[WARMUP_STEPS]),
+        "pad_share": 1 - real / slots,
+        "seqs_per_step": statistics.mean(c["seqs"] for c in trainer.counts.values()),
+        "loss_last10": statistics.mean(losses[-10:]),
+        "eval_loss": trainer.evaluate()["eval_loss"],
+        "labels_checked": checked,
+        "packed_loss_gap": loss_gap,
+    }
+
+
+@click.command()
+@click.argument("workspace", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--steps", default=40, show_default=True, help="Optimizer steps per run.")
+@click.option("--repeats", default=3, show_default=True)
+@click.option("--threads", default=0, help="torch threads; 0 = torch's default. 1 is steadier on a shared CPU.")
+@click.option("--profile", "profiled", default="", help="Comma-separated batchings to run once under torch.profiler.")
+def main(workspace: Path, steps: int, repeats: int, threads: int, profiled: str) -> None:
+    torch.set_num_threads(threads or torch.get_num_threads())
+    datasets.disable_progress_bars()
+    os.chdir(workspace)
+    params = load_params()
+    rows = read_jsonl(Path("data/prepared/train.jsonl"))
+    eval_rows = read_jsonl(Path("data/prepared/validation.jsonl"))[: params.train.eval_rows]
+    tokenizer = load_tokenizer(params.model)
+    mean_length = statistics.mean(len(tokenizer(r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows)
+    # Packed rows hold ~4 sequences, as the other batchings' steps do, and never cut one (bfd truncates overflow).
+    BATCHINGS["packed"]["max_length"] = pack_length = max(params.prompt.max_length, round(4 * mean_length))
+    click.echo(f"{params.model.name}, {len(rows)} rows, pack length {pack_length}, {torch.get_num_threads()} threads")
+    for batching in filter(None, profiled.split(",")):
+        run_one(params, batching, steps, rows, eval_rows, profile=True)
+    runs, summary = {name: [] for name in BATCHINGS}, {}
+    for _ in range(repeats):
+        for name in BATCHINGS:  # interleaved, so load from other processes hits every batching alike
+            runs[name].append(run_one(params, name, steps, rows, eval_rows, profile=False))
+    for name, results in filter(lambda item: item[1], runs.items()):  # --repeats 0: only the profiles
+        ratios = [round(r["tokens_per_s"] / s["tokens_per_s"], 2) for r, s in zip(results, runs["seed"], strict=True)]
+        summary[name] = {key: round(statistics.median(r[key] for r in results), 4) for key in results[0]}
+        summary[name].update(speedup_vs_seed=statistics.median(ratios), speedups=ratios)
+        click.echo(f"{name:>8}: " + ", ".join(f"{key} {value}" for key, value in summary[name].items()))
+    click.echo(json.dumps({"steps": steps, "pack_length": pack_length, "results": summary}, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The benchmark scripts: they compile and import, their arithmetic is right, their checks can fail."""
+
+import dataclasses
+import importlib.util
+import json
+import py_compile
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from phisum.params import ModelParams, load_params
+from phisum.prompt import build_prompt
+from phisum.synthetic import make_example
+
+from .conftest import ROOT
+
+BENCHMARKS_DIR = ROOT / "benchmarks"
+SCRIPTS = sorted(BENCHMARKS_DIR.glob("*.py"))
+
+
+def load_script(name: str):
+    """A benchmark script as a module (they run as `python benchmarks/<name>.py`, not as a package)."""
+    if f"benchmarks_{name}" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS_DIR / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[spec.name] = module
+    return sys.modules[f"benchmarks_{name}"]
+
+
+def test_every_script_compiles_and_imports():
+    assert {path.stem for path in SCRIPTS} >= {"generation", "training", "memory", "gpu_phi2", "reuse"}
+    for path in SCRIPTS:
+        py_compile.compile(str(path), doraise=True)
+        assert callable(load_script(path.stem).main)
+
+
+def test_phi2_parameter_count_on_the_meta_device():
+    memory = load_script("memory")
+
+    model = memory.phi2_meta_model()
+    assert next(model.parameters()).device.type == "meta"
+    counts = memory.weight_bytes(model)
+    assert counts["params"] == 2_779_683_840
+    # q/k/v/dense (4 x 2560^2) and fc1/fc2 (2 x 2560 x 10240) in 32 layers; lm_head stays 16 bit.
+    assert counts["quantized_params"] == 32 * (4 * 2560 * 2560 + 2 * 2560 * 10240)
+
+
+def test_nf4_is_under_a_third_of_fp16_for_quantized_layers():
+    memory = load_script("memory")
+
+    counts = memory.weight_bytes(memory.phi2_meta_model(), double_quant=True)
+    assert counts["quantized_nf4_bytes"] < counts["quantized_fp16_bytes"] / 3
+    assert 4.12 < counts["nf4_bits_per_quantized_weight"] < 4.13  # 4 + 8/64 + 32/(64*256) + per-matrix tables
+    without_double_quant = memory.weight_bytes(memory.phi2_meta_model(), double_quant=False)
+    assert without_double_quant["quantized_nf4_bytes"] > counts["quantized_nf4_bytes"]
+
+
+def test_computed_nf4_bytes_match_bitsandbytes_on_the_tiny_model(tiny_model_dir):
+    memory = load_script("memory")
+
+    quant = load_params(ROOT / "params.yaml").quantization
+    measured = memory.measure_tiny(str(tiny_model_dir), quant)
+    assert measured["computed"]["nf4_bytes"] == measured["nf4_footprint_with_constants"]
+    assert measured["computed"]["fp16_bytes"] == measured["fp16_footprint"]
+
+
+def test_gpu_script_dry_run_exits_0():
+    gpu_phi2 = load_script("gpu_phi2")
+
+    result = CliRunner().invoke(gpu_phi2.main, ["--dry-run", "--params", str(ROOT / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output.strip().splitlines()[-1])["dry_run"]
+    lora = load_params(ROOT / "params.yaml").lora
+    assert counts["params"] == 2_779_683_840
+    assert counts["trainable_params"] == 32 * len(lora.target_modules) * lora.r * (2560 + 2560)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_gpu_script_fails_fast_without_cuda():
+    gpu_phi2 = load_script("gpu_phi2")
+
+    result = CliRunner().invoke(gpu_phi2.main, ["--params", str(ROOT / "params.yaml")])
+    assert result.exit_code != 0 and "no CUDA device" in result.output
+
+
+def test_batch_of_finds_the_prompts_generated_together():
+    generation = load_script("generation")
+
+    prompts = ["a" * n for n in (3, 9, 1, 7, 5)]  # longest first: 9, 7, 5 | 3, 1
+    assert generation.batch_of(prompts, 0, 3) == ["aaa", "a"]
+    assert generation.batch_of(prompts, 4, 3) == ["a" * 9, "a" * 7, "a" * 5]
+
+
+def test_reuse_copies_the_project_but_not_local_state(tmp_path):
+    reuse = load_script("reuse")
+
+    workspace = tmp_path / "ws"
+    for name in ("params.yaml", ".git/HEAD", ".venv/bin/python", ".dvc/config", ".dvc/cache/x", "models/checkpoints/c"):
+        (workspace / name).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / name).write_text("x")
+    (workspace / "models/adapter").mkdir()
+    reuse.copy_workspace(workspace, tmp_path / "scratch")
+    copied = {p.relative_to(tmp_path / "scratch").as_posix() for p in (tmp_path / "scratch").rglob("*")}
+    assert {"params.yaml", ".dvc/config", "models/adapter"} <= copied
+    assert not {".venv", ".dvc/cache", "models/checkpoints"} & copied
+    log = subprocess.run(["git", "log", "--oneline"], cwd=tmp_path / "scratch", capture_output=True, text=True)
+    assert "benchmark baseline" in log.stdout
+
+
+def test_packed_batches_keep_completion_only_labels(tiny_model_dir, tmp_path):
+    """TRL packing (padding-free): prompt tokens stay -100 and sequences do not attend to each other."""
+    training = load_script("training")
+
+    params = load_params(ROOT / "params.yaml")
+    params = dataclasses.replace(params, model=ModelParams(name=str(tiny_model_dir), revision=None))
+    rng = random.Random(0)
+    rows = []
+    for _ in range(12):
+        dialogue, summaries, _ = make_example(rng)
+        rows.append({"prompt": build_prompt(params.prompt.template, dialogue), "completion": summaries[0]})
+    trainer = training.build_trainer(params, "packed", 2, rows, rows[:2], str(tmp_path))
+    checked, loss_gap = training.check_completion_only(trainer, rows)
+    assert checked >= 2  # several sequences in the one packed row, each matched to its row
+    assert loss_gap < 1e-4
+    # The check can fail: a label on a prompt token is caught.
+    moved = [{"prompt": r["prompt"][:-1], "completion": r["prompt"][-1] + r["completion"]} for r in rows]
+    with pytest.raises((AssertionError, KeyError)):
+        training.check_completion_only(trainer, moved)
