@@ -72,6 +72,7 @@ class TrainParams:
 class GenerateParams:
     max_new_tokens: int
     batch_size: int
+    stop_strings: list[str]
     stress_cases: int
     extra_dialogues: str
 

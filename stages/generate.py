@@ -73,7 +73,14 @@ def generate(params: Params, test_rows: list[dict], adapter_dir: Path | None) ->
     rows = [row for name in sets for row in sets[name]]
     prompts = [row["prompt"] if "prompt" in row else build_prompt(template, row["dialogue"]) for row in rows]
     started = time.perf_counter()
-    outputs = generate_summaries(model, tokenizer, prompts, params.generate.max_new_tokens, params.generate.batch_size)
+    outputs = generate_summaries(
+        model,
+        tokenizer,
+        prompts,
+        params.generate.max_new_tokens,
+        params.generate.batch_size,
+        params.generate.stop_strings,
+    )
     generation_s = time.perf_counter() - started
     for row, output in zip(rows, outputs, strict=True):
         row.pop("prompt", None)  # the test prompt is in data/prepared; keep predictions small

@@ -107,3 +107,33 @@ def test_committed_params_have_no_secrets():
     for key, value in leaves(read_yaml(committed_params_text())):
         assert key.split(".")[-1] not in ("token", "hf_token", "secret", "password"), key
         assert not str(value).startswith("hf_"), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        (
+            "train.csv",
+            b"id,dialogue,summary,topic\ntrain_0,#Person1#: caf\xe9,ok,t\n",
+            "train.csv line 2: bytes that are",
+        ),
+        ("test.csv", "id,dialogue,summary,topic\nt_1,#Person1#: Hi.,Hi.,t\nt_1,#Person1#: Yo.,Yo.,t\n", "duplicate id"),
+        ("test.csv", 'id,dialogue,summary,topic\nt_1,"#Person1#: Hi.,Hi.,t\n', "test.csv line 2: broken CSV quoting"),
+    ],
+)
+def test_make_demo_with_bad_data_stops_naming_file_and_row(tmp_path, name, content, expected):
+    from phisum.synthetic import write_dataset
+    from tests.conftest import copy_project
+
+    repo = copy_project(tmp_path / "repo")
+    data_dir = tmp_path / "data"
+    write_dataset(data_dir, seed=0, sizes={"train": 20, "validation": 5, "test": 5})
+    path = data_dir / name
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    venv = VENV_BIN.parent
+    output = run(["make", "-o", f"{venv}/.installed", "demo", f"VENV={venv}", f"DATA={data_dir}"], repo, check=False)
+    errors = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert errors and expected in errors[0], output[-3000:]
+    assert "Traceback" not in output
+    assert not (repo / "metrics/base.json").exists()
