@@ -24,22 +24,18 @@ from peft import get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, PhiConfig, PhiForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
 from phisum.generation import generate_summaries
-from phisum.modeling import build_lora_config, build_quantization_config, load_base_model, resolve_compute_dtype
+from phisum.modeling import (
+    PHI2_DIMS,
+    build_lora_config,
+    build_quantization_config,
+    load_base_model,
+    resolve_compute_dtype,
+)
 from phisum.params import ModelParams, load_params
 from phisum.prompt import build_prompt
 from phisum.synthetic import make_example
 from phisum.tiny_model import train_tokenizer
 
-PHI2_DIMS = {  # microsoft/phi-2's config.json
-    "vocab_size": 51200,
-    "hidden_size": 2560,
-    "intermediate_size": 10240,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "max_position_embeddings": 2048,
-    "partial_rotary_factor": 0.4,
-    "resid_pdrop": 0.1,
-}
 PHI2_PARAMS = 2_779_683_840
 # Dense 16-bit tensor-core peaks (TFLOPS) from vendor datasheets; first matching name wins.
 PEAK_TFLOPS = {"H100 PCIe": 756, "H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10G": 70, "T4": 65}

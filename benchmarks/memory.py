@@ -19,19 +19,9 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PhiConfig, PhiForCausalLM
 
-from phisum.modeling import build_quantization_config
+from phisum.modeling import PHI2_DIMS, build_quantization_config
 from phisum.params import load_params
 
-# microsoft/phi-2's config.json (README "Phi-2" dims).
-PHI2_DIMS = {
-    "vocab_size": 51200,
-    "hidden_size": 2560,
-    "intermediate_size": 10240,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "max_position_embeddings": 2048,
-    "partial_rotary_factor": 0.4,
-}
 PHI2_PARAMS = 2_779_683_840
 BLOCK = 64  # bitsandbytes' 4-bit blocksize: one absmax per 64 weights
 NESTED_BLOCK = 256  # double quant: the absmaxes are quantized to 8 bit in blocks of 256

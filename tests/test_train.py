@@ -13,7 +13,7 @@ from peft import get_peft_model
 from transformers import AutoTokenizer, PhiConfig, PhiForCausalLM
 
 from phisum.export import load_unquantized_with_adapter, merge_adapter
-from phisum.modeling import build_lora_config, count_parameters
+from phisum.modeling import PHI2_DIMS, build_lora_config, count_parameters
 from phisum.params import LoraParams
 from tests.conftest import VENV_BIN, copy_project, run, set_params
 
@@ -46,9 +46,7 @@ def train_metrics(repo: Path) -> dict:
 
 
 def test_full_size_phi2_with_seed_lora_has_20971520_trainable_parameters():
-    config = PhiConfig(
-        vocab_size=51200, hidden_size=2560, intermediate_size=10240, num_hidden_layers=32, num_attention_heads=32
-    )
+    config = PhiConfig(**PHI2_DIMS)
     with torch.device("meta"):  # the architecture without allocating 2.7B weights
         model = PhiForCausalLM(config)
     lora = LoraParams(r=32, alpha=32, dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "dense"])
