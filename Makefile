@@ -36,7 +36,7 @@ wordnet:
 demo: setup
 	$(BIN)/python -m phisum.profile --data "$(DATA)"
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
-	-$(BIN)/dvc exp remove cpu-r32 cpu-r16 >/dev/null 2>&1
+	$(BIN)/dvc exp remove cpu-r32 cpu-r16 >/dev/null 2>&1 || true  # a rerun replaces them
 	$(BIN)/dvc exp save --force -n cpu-r32 -I metrics -I reports
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run -n cpu-r16 -S lora.r=16
 	$(BIN)/dvc exp show --no-pager --md --drop '.*' \
