@@ -199,14 +199,14 @@ def main() -> None:
         )
     fingerprint = run_fingerprint(params, data_paths)
     run_dir = CHECKPOINT_ROOT / fingerprint
+    tmp_dir = ADAPTER_DIR.parent / f".adapter-{fingerprint}"  # swapped into ADAPTER_DIR when complete
     if is_main:
         # Checkpoints of other configurations can never be resumed by this one: free their disk.
         for stale in CHECKPOINT_ROOT.glob("*"):
             if stale.name != fingerprint:
                 shutil.rmtree(stale, ignore_errors=True)
-        shutil.rmtree(ADAPTER_DIR.parent / f".adapter-{fingerprint}", ignore_errors=True)  # a crashed run's
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # left by a crashed run
     ADAPTER_DIR.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = ADAPTER_DIR.parent / f".adapter-{fingerprint}"
     try:
         metrics = train(params, train_rows, eval_rows, run_dir, tmp_dir)
     except (NonFiniteLossError, TargetModuleError, ParamsError) as error:
