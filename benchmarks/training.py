@@ -21,19 +21,28 @@ import click
 import datasets
 import torch
 from datasets import Dataset
-from peft import prepare_model_for_kbit_training
 from transformers import PrinterCallback, set_seed
-from trl import SFTConfig, SFTTrainer
+from trl import SFTTrainer
 
 from phisum.files import read_jsonl
-from phisum.modeling import build_lora_config, load_base_model, load_tokenizer, resolve_compute_dtype
+from phisum.modeling import build_lora_config, load_tokenizer, resolve_compute_dtype
 from phisum.params import Params, load_params
+from phisum.training import build_sft_config, keep_lora_weights_fp32, load_trainable_model
 
 BATCHINGS = {
     "seed": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 4},
-    "batched": {"per_device_train_batch_size": 4},
-    "grouped": {"per_device_train_batch_size": 4, "train_sampling_strategy": "group_by_length"},
-    "packed": {"per_device_train_batch_size": 1, "packing": True, "padding_free": True},
+    "batched": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 1},
+    "grouped": {
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "train_sampling_strategy": "group_by_length",
+    },
+    "packed": {
+        "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 1,
+        "packing": True,
+        "padding_free": True,
+    },
 }
 WARMUP_STEPS = 5  # excluded from tokens/s: first-call allocations, optimizer state creation
 
@@ -57,34 +66,17 @@ def build_trainer(params: Params, batching: str, steps: int, rows: list[dict], e
     """The train stage's model and SFTTrainer, with the given batching."""
     set_seed(params.seed)
     compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype)
-    model = load_base_model(params.model, params.quantization, compute_dtype)
-    # As stages/train.py: keep bitsandbytes' trainable CPU layout (evaluation would repack it).
-    for module in filter(lambda m: hasattr(m, "support_avx512bf16_for_cpu"), model.modules()):
-        module.support_avx512bf16_for_cpu = False
-    checkpointing = {"use_reentrant": False}
-    model = prepare_model_for_kbit_training(
-        model,
-        use_gradient_checkpointing=params.train.gradient_checkpointing,
-        gradient_checkpointing_kwargs=checkpointing,
-    )
-    config = SFTConfig(
-        output_dir=out_dir,
-        seed=params.seed,
+    model = load_trainable_model(params, compute_dtype)
+    config = build_sft_config(
+        params,
+        compute_dtype,
+        out_dir,
         max_steps=steps,
-        learning_rate=params.train.learning_rate,
-        optim=params.train.optim,
-        gradient_checkpointing=params.train.gradient_checkpointing,
-        gradient_checkpointing_kwargs=checkpointing,
-        fp16=compute_dtype == torch.float16,
-        bf16=compute_dtype == torch.bfloat16,
-        use_cpu=not torch.cuda.is_available(),
-        completion_only_loss=True,
         per_device_eval_batch_size=1,  # the same validation loss whatever the training batching
         eval_packing=False,
-        logging_steps=1,
-        save_strategy="no",  # report_to defaults to "none" in transformers 5
+        save_strategy="no",
         disable_tqdm=True,
-        **{"max_length": params.prompt.max_length, **BATCHINGS[batching]},
+        **BATCHINGS[batching],
     )
     trainer = CountingSFTTrainer(
         model=model,
@@ -94,9 +86,7 @@ def build_trainer(params: Params, batching: str, steps: int, rows: list[dict], e
         processing_class=load_tokenizer(params.model),
         peft_config=build_lora_config(params.lora),
     )
-    for param in trainer.model.parameters():  # as stages/train.py: LoRA weights in fp32
-        if param.requires_grad:
-            param.data = param.data.float()
+    keep_lora_weights_fp32(trainer.model)
     trainer.remove_callback(PrinterCallback)
     trainer.counts, trainer.step_starts = {}, []
     return trainer

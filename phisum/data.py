@@ -114,7 +114,7 @@ def normalize_dialogue(dialogue: str) -> str:
 
 
 def drop_reason(row: dict, seen_ids: set[str], held_out: set[str]) -> str | None:
-    """Why a row cannot be used, or None. held_out: normalized test dialogues (for train/validation)."""
+    """Why a row cannot be used, or None. held_out: normalized test dialogues (checked for train)."""
     for column in ("dialogue", "summary"):
         value = row.get(column)
         if value is None or not str(value).strip():

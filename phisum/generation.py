@@ -6,13 +6,13 @@ import torch
 from tqdm.auto import tqdm
 
 
-@torch.inference_mode()
 def cut_at_stop_string(text: str, stop_strings: list[str]) -> tuple[str, bool]:
     """Text before the first stop string, and whether one was found."""
     cuts = [text.index(stop) for stop in stop_strings if stop in text]
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
+@torch.inference_mode()
 def generate_summaries(
     model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, stop_strings: list[str] = ()
 ) -> list[dict]:

@@ -120,8 +120,8 @@ def check_target_modules(model, target_modules: list[str]) -> None:
 def count_parameters(model) -> dict:
     """Trainable and total parameters, as peft prints them and as true counts.
 
-    bitsandbytes packs two 4-bit weights per byte, so peft's total for a 4-bit model counts each
-    quantized matrix at half its size; the true count reads the original shape from quant_state.
+    bitsandbytes packs two 4-bit weights per byte, so a plain numel() counts each quantized matrix at
+    half its size (older peft printed that); the true count reads the original shape from quant_state.
     """
     trainable_peft, total_peft = model.get_nb_trainable_parameters()
     total = trainable = 0

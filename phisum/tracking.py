@@ -1,4 +1,4 @@
-"""Training feedback: DVCLive curves per optimizer step, a sparse console log, and a NaN guard."""
+"""Training feedback: DVCLive curves per optimizer step and a sparse console log."""
 
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ PLOTS_DIR = Path("metrics/plots")
 STRESS_KEYS = ("final_time_correct", "red_herring", "action_item_recall")
 
 
-def score_variant(params: Params, predictions: dict[str, list[dict]]) -> tuple[dict, dict]:
-    """Return (metrics, {"test": scored rows, "stress": scored rows}) for one model."""
+def score_variant(params: Params, predictions: dict[str, list[dict]]) -> tuple[dict, dict, list[dict]]:
+    """Return (metrics, {"test": scored rows, "stress": scored rows}, per-dialogue scores) for one model."""
     test = predictions["test"]
     summary, per_dialogue = score_groups(
         test,
@@ -41,19 +41,19 @@ def score_variant(params: Params, predictions: dict[str, list[dict]]) -> tuple[d
     summary["stress"] = aggregate_scores(stress)
     summary["hit_max_new_tokens"] = round(float(np.mean([not row["stopped"] for row in test])), 4)
     summary["mean_new_tokens"] = round(float(np.mean([row["new_tokens"] for row in test])), 2)
+    # Per-example files keep the scores a reader wants; the BLEU n-gram counts only feed the bootstrap.
     scored_test = [
-        {**row, "scores": {k: round(v, 4) for k, v in scores.items() if not k.startswith("bleu_")}, "_all": scores}
+        {**row, "scores": {k: round(v, 4) for k, v in scores.items() if not k.startswith("bleu_")}}
         for row, scores in zip(test, per_dialogue, strict=True)
     ]
-    return summary, {"test": scored_test, "stress": stress}
+    return summary, {"test": scored_test, "stress": stress}, per_dialogue
 
 
-def compare(params: Params, scored: dict[str, dict]) -> dict:
+def compare(params: Params, per_dialogue: dict[str, list[dict]], scored: dict[str, dict]) -> dict:
     """PEFT minus base, per metric and on the stress benchmark, each with a 95% paired bootstrap interval."""
-    base, peft = ([row["_all"] for row in scored[v]["test"]] for v in VARIANTS)
-    available = [m for m in COMPARABLE_METRICS if all(m in row for row in base)]
-    if "bleu" not in available and "bleu_match_1" in base[0]:
-        available.append("bleu")
+    base, peft = (per_dialogue[v] for v in VARIANTS)
+    # Corpus BLEU has no per-dialogue value: compare_systems rebuilds it from the n-gram counts.
+    available = [m for m in COMPARABLE_METRICS if m in base[0] or (m == "bleu" and "bleu_match_1" in base[0])]
     seed, resamples = params.seed, params.evaluate.bootstrap_resamples
     result = {"multi_ref": compare_systems(base, peft, available, resamples=resamples, seed=seed), "stress": {}}
     for key in STRESS_KEYS:
@@ -85,7 +85,7 @@ def main() -> None:
         params = load_params()
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
-    metrics, scored = {}, {}
+    metrics, scored, per_dialogue = {}, {}, {}
     for variant in VARIANTS:
         folder = PREDICTIONS_DIR / variant
         predictions = {name: read_jsonl(folder / f"{name}.jsonl") for name in ("test", "stress")}
@@ -93,14 +93,14 @@ def main() -> None:
             f"evaluate {variant}: {len(predictions['test'])} dialogues, {len(predictions['stress'])} stress cases"
         )
         try:
-            metrics[variant], scored[variant] = score_variant(params, predictions)
+            metrics[variant], scored[variant], per_dialogue[variant] = score_variant(params, predictions)
         except ResourceError as error:
             raise click.ClickException(str(error)) from None
-    comparison = compare(params, scored)
+    comparison = compare(params, per_dialogue, scored)
     for variant in VARIANTS:
         tmp_dir = SCORED_DIR / f".{variant}.tmp"
         for name, rows in scored[variant].items():
-            write_jsonl(tmp_dir / f"{name}.jsonl", [{k: v for k, v in row.items() if k != "_all"} for row in rows])
+            write_jsonl(tmp_dir / f"{name}.jsonl", rows)
         replace_dir(tmp_dir, SCORED_DIR / variant)
         write_json(Path(f"metrics/{variant}.json"), metrics[variant])
     write_json(Path("metrics/compare.json"), comparison)

@@ -32,7 +32,7 @@ PREDICTIONS_DIR = Path("data/predictions")
 
 
 def check_adapter_prompt(adapter_dir: Path, template: str) -> None:
-    """Refuse to score an adapter with a prompt it was not trained on."""
+    """Refuse to generate with an adapter under a prompt it was not trained on."""
     trained = json.loads((adapter_dir / "prompt.json").read_text(encoding="utf-8"))["template"]
     if trained != template:
         raise click.ClickException(

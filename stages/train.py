@@ -22,23 +22,21 @@ from pathlib import Path
 import click
 import torch
 from datasets import Dataset
-from peft import prepare_model_for_kbit_training
 from transformers import ProgressCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
-from trl import SFTConfig, SFTTrainer
+from trl import SFTTrainer
 
 from phisum.files import read_jsonl, replace_dir, write_json
 from phisum.modeling import (
     TargetModuleError,
     build_lora_config,
-    check_target_modules,
     count_parameters,
-    load_base_model,
     load_tokenizer,
     resolve_compute_dtype,
 )
 from phisum.params import Params, ParamsError, load_params, to_dict
 from phisum.tracking import DVCLiveCurves, SparseProgress
+from phisum.training import build_sft_config, keep_lora_weights_fp32, load_trainable_model
 
 PARAMS = ("seed", "model", "prompt", "quantization", "lora", "train")
 DATA_DIR = Path("data/prepared")
@@ -87,46 +85,16 @@ def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir
     set_seed(params.seed)
     compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype)
     tokenizer = load_tokenizer(params.model)
-    model = load_base_model(params.model, params.quantization, compute_dtype)
-    check_target_modules(model, params.lora.target_modules)
-    # On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer for a faster inference kernel the
-    # first time it runs in eval mode, and that layout has no backward: the first training step
-    # after a validation pass would fail. Keep the trainable layout (no effect on GPUs).
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
-    checkpointing = {"use_reentrant": False}  # explicit: the reentrant default changed across torch versions
-    # Also casts the remaining non-quantized weights to fp32, so LoRA weights train in fp32 under AMP.
-    model = prepare_model_for_kbit_training(
-        model,
-        use_gradient_checkpointing=params.train.gradient_checkpointing,
-        gradient_checkpointing_kwargs=checkpointing,
-    )
-    config = SFTConfig(
-        output_dir=str(run_dir),
-        seed=params.seed,
-        max_steps=params.train.max_steps,
-        per_device_train_batch_size=params.train.batch_size,
-        per_device_eval_batch_size=params.train.batch_size,
-        gradient_accumulation_steps=params.train.grad_accum,
-        learning_rate=params.train.learning_rate,
-        optim=params.train.optim,
-        gradient_checkpointing=params.train.gradient_checkpointing,
-        gradient_checkpointing_kwargs=checkpointing,
-        fp16=compute_dtype == torch.float16,
-        bf16=compute_dtype == torch.bfloat16,
-        use_cpu=not torch.cuda.is_available(),
-        # Prepare already cut dialogues to fit, so this never cuts a summary.
-        max_length=params.prompt.max_length,
-        completion_only_loss=True,
-        logging_steps=1,  # every optimizer step goes to the curves; the console prints fewer
-        logging_nan_inf_filter=False,
+    model = load_trainable_model(params, compute_dtype)
+    config = build_sft_config(
+        params,
+        compute_dtype,
+        str(run_dir),
         eval_strategy="steps",
         eval_steps=params.train.eval_steps,
         save_strategy="steps",
         save_steps=params.train.save_steps,
         save_total_limit=params.train.save_total_limit,
-        report_to="none",
     )
     trainer = CheckedSFTTrainer(
         model=model,
@@ -137,11 +105,7 @@ def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir
         peft_config=build_lora_config(params.lora),
         callbacks=[DVCLiveCurves(CURVES_DIR)],
     )
-    # TRL casts the LoRA weights of a quantized model to bf16. Keep them in fp32: a T4 has no bf16,
-    # fp16 AMP needs fp32 trainable weights, and a resumed run must continue with the same numbers.
-    for param in trainer.model.parameters():
-        if param.requires_grad:
-            param.data = param.data.float()
+    keep_lora_weights_fp32(trainer.model)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(SparseProgress(params.train.logging_steps))
     resume_from = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None

@@ -1,0 +1,71 @@
+"""What the train stage and the training benchmark share: the 4-bit model made trainable and the SFT config.
+
+Both carry workarounds that must not drift apart: bitsandbytes' CPU repacking and TRL's bf16 LoRA cast.
+"""
+
+from __future__ import annotations
+
+import torch
+from peft import prepare_model_for_kbit_training
+from trl import SFTConfig
+
+from phisum.modeling import check_target_modules, load_base_model
+from phisum.params import Params
+
+# Explicit: the reentrant default changed across torch versions.
+CHECKPOINTING = {"use_reentrant": False}
+
+
+def load_trainable_model(params: Params, compute_dtype: torch.dtype):
+    """The 4-bit base model, checked against lora.target_modules and prepared for k-bit training."""
+    model = load_base_model(params.model, params.quantization, compute_dtype)
+    check_target_modules(model, params.lora.target_modules)
+    # On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer for a faster inference kernel the
+    # first time it runs in eval mode, and that layout has no backward: the first training step
+    # after a validation pass would fail. Keep the trainable layout (no effect on GPUs).
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    # Casts the non-quantized weights (embeddings, norms) to fp32 and enables gradient checkpointing.
+    return prepare_model_for_kbit_training(
+        model,
+        use_gradient_checkpointing=params.train.gradient_checkpointing,
+        gradient_checkpointing_kwargs=CHECKPOINTING,
+    )
+
+
+def build_sft_config(params: Params, compute_dtype: torch.dtype, output_dir: str, **overrides) -> SFTConfig:
+    """SFTConfig from params: completion-only loss, every optimizer step logged, NaN steps not hidden."""
+    settings = {
+        "output_dir": output_dir,
+        "seed": params.seed,
+        "max_steps": params.train.max_steps,
+        "per_device_train_batch_size": params.train.batch_size,
+        "per_device_eval_batch_size": params.train.batch_size,
+        "gradient_accumulation_steps": params.train.grad_accum,
+        "learning_rate": params.train.learning_rate,
+        "optim": params.train.optim,
+        "gradient_checkpointing": params.train.gradient_checkpointing,
+        "gradient_checkpointing_kwargs": CHECKPOINTING,
+        "fp16": compute_dtype == torch.float16,
+        "bf16": compute_dtype == torch.bfloat16,
+        "use_cpu": not torch.cuda.is_available(),
+        # Prepare already cut dialogues to fit, so this never cuts a summary.
+        "max_length": params.prompt.max_length,
+        "completion_only_loss": True,
+        "logging_steps": 1,  # every optimizer step goes to the curves; the console prints fewer
+        "logging_nan_inf_filter": False,
+        "report_to": "none",
+    }
+    return SFTConfig(**{**settings, **overrides})
+
+
+def keep_lora_weights_fp32(model) -> None:
+    """Undo TRL's cast of a quantized model's LoRA weights to bf16.
+
+    A T4 has no bf16, fp16 AMP needs fp32 trainable weights, and a resumed run must continue with
+    the same numbers it checkpointed.
+    """
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
