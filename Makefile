@@ -40,9 +40,11 @@ demo: setup
 	$(BIN)/dvc exp save --force -n cpu-r32 -I metrics -I reports
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run -n cpu-r16 -S lora.r=16
 	$(BIN)/dvc exp show --no-pager --md --drop '.*' \
-		--keep 'Experiment|lora.r|last_loss|.*multi_ref.rouge1'
+		--keep 'Experiment|lora.r|last_loss|.*pooled_reference.rouge1'
 	$(BIN)/dvc metrics diff cpu-r32 cpu-r16 --md
 	$(BIN)/dvc exp apply cpu-r32
+	@echo
+	$(BIN)/python stages/evaluate.py --summary
 	@echo
 	@echo "Done. Open metrics/base.json, metrics/peft.json and reports/qualitative.md."
 	@echo "params.yaml now holds the CPU profile; 'git checkout params.yaml' restores the T4 run."

@@ -82,6 +82,7 @@ class EvaluateParams:
     metrics: list[str]
     bertscore_model: str
     bertscore_layers: int
+    bertscore_rescale: bool
     bootstrap_resamples: int
 
 

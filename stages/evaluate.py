@@ -1,15 +1,19 @@
 """evaluate: score both models' predictions the same way and say whether the fine-tune helped.
 
-    python stages/evaluate.py    (dvc.yaml stage `evaluate`)
+    python stages/evaluate.py             (dvc.yaml stage `evaluate`)
+    python stages/evaluate.py --summary   (print the headline table from the metrics files; `make demo`)
 
 Reads data/predictions/{base,peft}/; writes metrics/base.json and metrics/peft.json (ROUGE, BLEU,
-METEOR, BERTScore, lengths, the stress benchmark; two protocols), metrics/compare.json (PEFT minus
-base with 95% paired bootstrap intervals over dialogues), per-example scores in data/scored/, and the
-plot data in metrics/plots/. Scoring only: no model is loaded except BERTScore's.
+METEOR, BERTScore, lengths, empty and cut-off outputs, the stress benchmark; each protocol with its
+definition), metrics/human.json (the same metrics for one human reference against the others: the
+ceiling), metrics/compare.json (PEFT minus base with 95% paired bootstrap intervals over dialogues),
+per-example scores in data/scored/, and the plot data in metrics/plots/. Scoring only: no model is
+loaded except BERTScore's.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -17,7 +21,17 @@ import numpy as np
 
 from phisum.files import read_jsonl, replace_dir, write_json, write_jsonl, write_text
 from phisum.params import Params, ParamsError, load_params
-from phisum.scoring import COMPARABLE_METRICS, ResourceError, compare_systems, paired_bootstrap, score_groups
+from phisum.scoring import (
+    BLEU_STATS,
+    COMPARISONS,
+    CORPUS_METRICS,
+    LENGTH_STATS,
+    ResourceError,
+    compare_systems,
+    human_groups,
+    paired_bootstrap,
+    score_groups,
+)
 from phisum.stress import aggregate_scores, score_summary
 
 PARAMS = ("seed", "evaluate")
@@ -25,41 +39,71 @@ VARIANTS = ("base", "peft")
 PREDICTIONS_DIR = Path("data/predictions")
 SCORED_DIR = Path("data/scored")
 PLOTS_DIR = Path("metrics/plots")
+METRICS_DIR = Path("metrics")
 STRESS_KEYS = ("final_time_correct", "red_herring", "action_item_recall")
+
+
+def score_test(params: Params, groups: list[dict]) -> tuple[dict, list[dict]]:
+    """score_groups with the evaluate params."""
+    return score_groups(
+        groups,
+        metrics=params.evaluate.metrics,
+        bertscore_model=params.evaluate.bertscore_model,
+        bertscore_layers=params.evaluate.bertscore_layers,
+        bertscore_rescale=params.evaluate.bertscore_rescale,
+    )
 
 
 def score_variant(params: Params, predictions: dict[str, list[dict]]) -> tuple[dict, dict, list[dict]]:
     """Return (metrics, {"test": scored rows, "stress": scored rows}, per-dialogue scores) for one model."""
     test = predictions["test"]
-    summary, per_dialogue = score_groups(
-        test,
-        metrics=params.evaluate.metrics,
-        bertscore_model=params.evaluate.bertscore_model,
-        bertscore_layers=params.evaluate.bertscore_layers,
-    )
+    summary, per_dialogue = score_test(params, test)
     stress = [{**case, **score_summary(case["prediction"], case)} for case in predictions["stress"]]
     summary["stress"] = aggregate_scores(stress)
+    # Cut off: generation hit max_new_tokens without EOS or a stop string.
+    summary["cut_off_predictions"] = sum(not row["stopped"] for row in test)
     summary["hit_max_new_tokens"] = round(float(np.mean([not row["stopped"] for row in test])), 4)
     summary["mean_new_tokens"] = round(float(np.mean([row["new_tokens"] for row in test])), 2)
-    # Per-example files keep the scores a reader wants; the BLEU n-gram counts only feed the bootstrap.
+    # Per-example files keep the scores a reader wants; the BLEU and length counts only feed the bootstrap.
+    counts = {*BLEU_STATS, *LENGTH_STATS}
     scored_test = [
-        {**row, "scores": {k: round(v, 4) for k, v in scores.items() if not k.startswith("bleu_")}}
+        {**row, "scores": {k: round(v, 4) for k, v in scores.items() if k not in counts}}
         for row, scores in zip(test, per_dialogue, strict=True)
     ]
     return summary, {"test": scored_test, "stress": stress}, per_dialogue
 
 
+def score_human(params: Params, test: list[dict]) -> dict:
+    """The human ceiling: each reference of a multi-reference dialogue scored against the others."""
+    held_out = human_groups(test)
+    if not held_out:
+        return {"note": "no test dialogue has two or more references: no human ceiling"}
+    summary, _ = score_test(params, held_out)
+    most = max(len(group["references"]) for group in test)
+    summary["note"] = (
+        f"Leave-one-out over the {len({g['id'] for g in held_out})} test dialogues with two or more references: "
+        f"each human summary scored against the dialogue's other references ({most - 1} of {most} at most), "
+        f"while the models are scored against all of them ({most}). With one reference fewer, the human's "
+        "multi-reference scores (best_reference, pooled_reference, all_references) are lower than they would "
+        "be with the models' references."
+    )
+    summary["held_out_summaries"] = summary.pop("dialogues")
+    return summary
+
+
 def compare(params: Params, per_dialogue: dict[str, list[dict]], scored: dict[str, dict]) -> dict:
-    """PEFT minus base, per metric and on the stress benchmark, each with a 95% paired bootstrap interval."""
+    """PEFT minus base per protocol and metric, and on the stress benchmark, with 95% paired bootstrap intervals."""
     base, peft = (per_dialogue[v] for v in VARIANTS)
-    # Corpus BLEU has no per-dialogue value: compare_systems rebuilds it from the n-gram counts.
-    available = [m for m in COMPARABLE_METRICS if m in base[0] or (m == "bleu" and "bleu_match_1" in base[0])]
     seed, resamples = params.seed, params.evaluate.bootstrap_resamples
-    result = {"multi_ref": compare_systems(base, peft, available, resamples=resamples, seed=seed), "stress": {}}
+    result = {"resamples": resamples, "stress": {}}
+    for protocol, names in COMPARISONS.items():
+        needed = {name: CORPUS_METRICS[name][0] if name in CORPUS_METRICS else (key,) for name, key in names.items()}
+        available = [name for name in names if all(k in base[0] for k in needed[name])]
+        deltas = compare_systems(base, peft, [names[n] for n in available], resamples=resamples, seed=seed)
+        result[protocol] = {name: deltas[names[name]] for name in available}
     for key in STRESS_KEYS:
         values = [[float(row[key]) for row in scored[v]["stress"]] for v in VARIANTS]
         result["stress"][key] = paired_bootstrap(*values, resamples=resamples, seed=seed)
-    result["resamples"] = resamples
     return result
 
 
@@ -67,7 +111,7 @@ def plot_rows(metrics: dict[str, dict], scored: dict[str, dict]) -> tuple[str, s
     """CSV for `dvc plots`: headline scores per model, and prediction lengths per dialogue."""
     scores = ["model,metric,value"]
     for variant in VARIANTS:
-        headline = metrics[variant]["multi_ref"]
+        headline = {**metrics[variant]["best_reference"], **metrics[variant]["all_references"]}
         flat = {k: v for k, v in headline.items() if isinstance(v, float) and k != "prediction_words"}
         if isinstance(headline.get("bertscore"), dict):
             flat["bertscore_f1"] = headline["bertscore"]["f1"]
@@ -79,39 +123,87 @@ def plot_rows(metrics: dict[str, dict], scored: dict[str, dict]) -> tuple[str, s
     return "\n".join(scores) + "\n", "\n".join(lengths) + "\n"
 
 
+def summary_table(metrics: dict[str, dict], comparison: dict) -> str:
+    """Markdown: base, PEFT and the human ceiling side by side, then the stress test with its interval."""
+
+    def cell(block: dict, key: str) -> str:
+        value = block.get(key, "-")
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    columns = [
+        ("ROUGE-1 pooled", "pooled_reference", "rouge1"),
+        ("ROUGE-L pooled", "pooled_reference", "rougeL"),
+        ("ROUGE-1 best-ref", "best_reference", "rouge1"),
+        ("sacreBLEU", "all_references", "bleu"),
+        ("length_ratio per row", "per_row", "length_ratio"),
+    ]
+    lines = [
+        "| | " + " | ".join(name for name, _, _ in columns) + " | empty | cut off | stress final-time accuracy |",
+        "|---" * (len(columns) + 4) + "|",
+    ]
+    for name in ("base", "peft", "human"):
+        block = metrics[name]
+        stress = block.get("stress", {}).get("final_time_accuracy", "-")
+        row = [cell(block.get(protocol, {}), key) for _, protocol, key in columns]
+        row += [cell(block, "empty_predictions"), cell(block, "cut_off_predictions"), str(stress)]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    lines.append(f"\nhuman: {metrics['human'].get('note', '')}")
+    for key in STRESS_KEYS:
+        delta = comparison["stress"][key]
+        lines.append(
+            f"stress {key}: PEFT - base {delta['delta']} (95% CI [{delta['ci_low']}, {delta['ci_high']}], "
+            f"{metrics['peft']['stress']['cases']} cases)"
+        )
+    return "\n".join(lines)
+
+
 @click.command()
-def main() -> None:
+@click.option("--summary", is_flag=True, help="Print base, PEFT, human ceiling and stress scores from metrics/.")
+def main(summary: bool) -> None:
+    if summary:
+        names = (*VARIANTS, "human", "compare")
+        try:
+            loaded = {name: json.loads((METRICS_DIR / f"{name}.json").read_text()) for name in names}
+        except FileNotFoundError as error:
+            raise click.ClickException(f"{error.filename} is missing: run `dvc repro` first") from None
+        click.echo(summary_table(loaded, loaded["compare"]))
+        return
     try:
         params = load_params()
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
     metrics, scored, per_dialogue = {}, {}, {}
-    for variant in VARIANTS:
-        folder = PREDICTIONS_DIR / variant
-        predictions = {name: read_jsonl(folder / f"{name}.jsonl") for name in ("test", "stress")}
-        click.echo(
-            f"evaluate {variant}: {len(predictions['test'])} dialogues, {len(predictions['stress'])} stress cases"
-        )
-        try:
+    try:
+        for variant in VARIANTS:
+            folder = PREDICTIONS_DIR / variant
+            predictions = {name: read_jsonl(folder / f"{name}.jsonl") for name in ("test", "stress")}
+            click.echo(
+                f"evaluate {variant}: {len(predictions['test'])} dialogues, {len(predictions['stress'])} stress cases"
+            )
             metrics[variant], scored[variant], per_dialogue[variant] = score_variant(params, predictions)
-        except ResourceError as error:
-            raise click.ClickException(str(error)) from None
+        human = score_human(params, predictions["test"])
+    except ResourceError as error:
+        raise click.ClickException(str(error)) from None
     comparison = compare(params, per_dialogue, scored)
     for variant in VARIANTS:
         tmp_dir = SCORED_DIR / f".{variant}.tmp"
         for name, rows in scored[variant].items():
             write_jsonl(tmp_dir / f"{name}.jsonl", rows)
         replace_dir(tmp_dir, SCORED_DIR / variant)
-        write_json(Path(f"metrics/{variant}.json"), metrics[variant])
-    write_json(Path("metrics/compare.json"), comparison)
+        write_json(METRICS_DIR / f"{variant}.json", metrics[variant])
+    write_json(METRICS_DIR / "human.json", human)
+    write_json(METRICS_DIR / "compare.json", comparison)
     scores_csv, lengths_csv = plot_rows(metrics, scored)
     write_text(PLOTS_DIR / "scores.csv", scores_csv)
     write_text(PLOTS_DIR / "lengths.csv", lengths_csv)
-    rouge1 = comparison["multi_ref"]["rouge1"]
-    click.echo(
-        f"  ROUGE-1 {metrics['base']['multi_ref']['rouge1']} -> {metrics['peft']['multi_ref']['rouge1']} "
-        f"(delta {rouge1['delta']}, 95% CI [{rouge1['ci_low']}, {rouge1['ci_high']}])"
-    )
+    if "rouge" in params.evaluate.metrics:
+        for protocol in ("pooled_reference", "best_reference"):
+            rouge1, base, peft = comparison[protocol]["rouge1"], metrics["base"], metrics["peft"]
+            click.echo(
+                f"  ROUGE-1 ({protocol}) {base[protocol]['rouge1']} -> {peft[protocol]['rouge1']} "
+                f"(delta {rouge1['delta']}, 95% CI [{rouge1['ci_low']}, {rouge1['ci_high']}]; "
+                f"human ceiling {human.get(protocol, {}).get('rouge1', '-')})"
+            )
 
 
 if __name__ == "__main__":

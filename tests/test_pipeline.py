@@ -34,9 +34,10 @@ def test_demo_fine_tune_beats_base_by_a_clear_margin(demo_repo):
     repo, _ = demo_repo
     base, peft = read_json(repo / "metrics/base.json"), read_json(repo / "metrics/peft.json")
     for metrics in (base, peft):
-        assert set(metrics["multi_ref"]) >= {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+        assert set(metrics["best_reference"]) >= {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+        assert set(metrics["pooled_reference"]) == {"definition", "rouge1", "rouge2", "rougeL"}
         assert metrics["dialogues"] == 60 and metrics["rows"] == 120
-    assert peft["multi_ref"]["rouge1"] >= base["multi_ref"]["rouge1"] + 0.2
+    assert peft["best_reference"]["rouge1"] >= base["best_reference"]["rouge1"] + 0.2
     train = read_json(repo / "metrics/train.json")
     assert train["steps"] == 400 and train["last_loss"] < train["first_loss"]
     assert train["last_eval_loss"] < train["first_eval_loss"]
@@ -52,11 +53,13 @@ def test_demo_fine_tune_beats_base_by_a_clear_margin(demo_repo):
 def test_fine_tune_gain_is_more_than_noise(demo_repo):
     repo, _ = demo_repo
     compare = read_json(repo / "metrics/compare.json")
-    rouge1 = compare["multi_ref"]["rouge1"]
+    rouge1 = compare["best_reference"]["rouge1"]
     assert rouge1["resamples"] == 1000 and 0 < rouge1["ci_low"] <= rouge1["delta"] <= rouge1["ci_high"]
     assert set(compare["stress"]) == {"final_time_correct", "red_herring", "action_item_recall"}
     peft = read_json(repo / "metrics/peft.json")
-    assert peft["multi_ref"]["bertscore"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert peft["best_reference"]["bertscore"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert set(compare["pooled_reference"]) == {"rouge1", "rouge2", "rougeL"}
+    assert set(compare["all_references"]) == {"bleu", "length_ratio", "word_length_ratio", "prediction_words"}
     assert peft["stress"]["cases"] == 40
 
 
@@ -65,7 +68,18 @@ def test_pipeline_rouge_equals_rouge_score_on_its_predictions(demo_repo):
     scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
     rows = [json.loads(line) for line in (repo / "data/scored/peft/test.jsonl").read_text().splitlines()]
     best = [max(scorer.score(ref, row["prediction"])["rouge1"].fmeasure for ref in row["references"]) for row in rows]
-    assert read_json(repo / "metrics/peft.json")["multi_ref"]["rouge1"] == round(sum(best) / len(best), 4)
+    assert read_json(repo / "metrics/peft.json")["best_reference"]["rouge1"] == round(sum(best) / len(best), 4)
+
+
+def test_demo_prints_the_human_ceiling_and_the_stress_scores(demo_repo):
+    repo, output = demo_repo
+    human = read_json(repo / "metrics/human.json")
+    assert human["held_out_summaries"] == 120 and human["empty_predictions"] == 0  # 60 dialogues x 2 references
+    assert "against the dialogue's other references (1 of 2 at most)" in human["note"]
+    printed = output[output.index("stages/evaluate.py --summary") :]
+    human_row = next(line for line in printed.splitlines() if line.startswith("| human |"))
+    assert f"| {human['pooled_reference']['rouge1']:.4f} |" in human_row
+    assert "stress final_time_correct: PEFT - base" in printed
 
 
 def test_loss_curves_have_one_row_per_optimizer_step(demo_repo):

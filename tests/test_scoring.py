@@ -3,8 +3,8 @@ import sys
 import nltk
 import numpy as np
 import pytest
+import sacrebleu
 from nltk.corpus.reader import WordNetCorpusReader
-from nltk.translate.bleu_score import corpus_bleu
 from nltk.translate.meteor_score import meteor_score, single_meteor_score
 from rouge_score import rouge_scorer
 
@@ -12,14 +12,16 @@ from phisum.resources import DEFAULT_BERTSCORE_MODEL, WORDNET_SOURCE_DIR, ensure
 from phisum.scoring import (
     BLEU_STATS,
     METRICS,
+    PROTOCOLS,
     ROUGE_TYPES,
     ResourceError,
     bleu_from_statistics,
     compare_systems,
+    human_groups,
     paired_bootstrap,
     score_bertscore,
     score_groups,
-    score_multi_reference,
+    score_pooled_rouge,
     score_rouge,
     split_sentences,
     tokenize,
@@ -54,7 +56,7 @@ GROUPS = [
 
 
 def bleu_from(per_example: list[dict]) -> float:
-    return float(bleu_from_statistics(np.array([[s[k] for k in BLEU_STATS] for s in per_example]).sum(axis=0)))
+    return bleu_from_statistics(np.array([[s[k] for k in BLEU_STATS] for s in per_example]).sum(axis=0))
 
 
 # ROUGE
@@ -69,10 +71,11 @@ def test_disjoint_texts_score_zero():
     assert score_rouge("apples oranges pears", "cars trains planes") == {name: 0.0 for name in ROUGE_TYPES}
 
 
-def test_multi_reference_takes_the_best_reference():
+def test_best_reference_takes_the_best_reference():
     prediction = "the meeting is on friday"
     references = ["completely unrelated words here", "the meeting is on friday"]
-    assert score_multi_reference(prediction, references)["rouge1"] == 1.0
+    summary, _ = score_groups([{"prediction": prediction, "references": references}], metrics=["rouge"])
+    assert summary["best_reference"]["rouge1"] == 1.0
 
 
 def test_rouge_equals_rouge_score_run_directly():
@@ -99,17 +102,64 @@ def test_split_sentences_puts_each_sentence_on_its_own_line():
     assert split_sentences("One. Two? Three!") == "One.\nTwo?\nThree!"
 
 
+def test_split_sentences_does_not_split_after_titles_and_times():
+    text = "Ms. Dawson asks Mr. Lee to come at 5 p.m. on Friday. He agrees at 9 a.m. today! Dr. Wu waits."
+    assert split_sentences(text) == (
+        "Ms. Dawson asks Mr. Lee to come at 5 p.m. on Friday.\nHe agrees at 9 a.m. today!\nDr. Wu waits."
+    )
+
+
+# Pooled multi-reference ROUGE (py-rouge), counted by hand.
+# Prediction "the cat sat on the mat" against "the cat is on the mat" and "a cat sat there" (no word over
+# three letters is stemmed by py-rouge, "there" stems to itself).
+# ROUGE-1: matches 5 (the x2, cat, on, mat) + 2 (cat, sat) = 7; prediction unigrams 6 per reference = 12;
+#   reference unigrams 6 + 4 = 10. P = 7/12, R = 7/10, F = 2PR/(P+R) = 7/11.
+# ROUGE-2: matches 3 (the cat, on the, the mat) + 1 (cat sat) = 4; prediction bigrams 5 x 2 = 10;
+#   reference bigrams 5 + 3 = 8. P = 0.4, R = 0.5, F = 4/9.
+# ROUGE-L: LCS 5 (the cat on the mat) + 2 (cat sat) = 7, over 12 and 10 as for ROUGE-1: F = 7/11.
+POOLED_CASE = {"prediction": "the cat sat on the mat", "references": ["the cat is on the mat", "a cat sat there"]}
+
+
+def test_pooled_rouge_pools_counts_over_references_as_py_rouge_does():
+    scores = score_pooled_rouge(POOLED_CASE["prediction"], POOLED_CASE["references"])
+    assert scores == pytest.approx(
+        {"pooled_rouge1": 7 / 11, "pooled_rouge2": 4 / 9, "pooled_rougeL": 7 / 11}, abs=1e-12
+    )
+    summary, _ = score_groups([POOLED_CASE], metrics=["rouge"])
+    assert summary["pooled_reference"] == {
+        "definition": PROTOCOLS["pooled_reference"],
+        "rouge1": round(7 / 11, 4),
+        "rouge2": round(4 / 9, 4),
+        "rougeL": round(7 / 11, 4),
+    }
+    # Best reference: "the cat is on the mat" alone, P = R = 5/6.
+    assert summary["best_reference"]["rouge1"] == round(5 / 6, 4)
+
+
+def test_pooled_rouge_with_one_reference_is_plain_rouge():
+    # "Tom meets Ann" vs "Tom and Ann meet": py-rouge stems meets and meet to "meet" (over three letters), so the
+    # prediction's 3 unigrams all match, 3 of the reference's 4: F = 2 * 1 * 0.75 / 1.75 = 6/7. Bigrams "tom meet",
+    # "meet ann" are not among "tom and", "and ann", "ann meet": 0.
+    scores = score_pooled_rouge("Tom meets Ann", ["Tom and Ann meet"])
+    assert scores["pooled_rouge1"] == pytest.approx(6 / 7)
+    assert scores["pooled_rouge2"] == 0.0
+
+
 # The whole suite on known pairs
 
 
 def test_identical_prediction_and_reference_score_one_on_every_metric():
     summary, [scores] = score_groups([{"prediction": SENTENCE, "references": [SENTENCE]}])
-    for protocol in ("multi_ref", "per_row"):
+    for protocol in ("best_reference", "per_row"):
         metrics = summary[protocol]
         assert {name: metrics[name] for name in ROUGE_TYPES} == {name: 1.0 for name in ROUGE_TYPES}
-        assert metrics["bleu"] == 1.0
         assert metrics["bertscore"]["f1"] == pytest.approx(1.0, abs=1e-4)
-        assert metrics["length_ratio"] == 1.0
+    for protocol in ("all_references", "per_row"):
+        assert summary[protocol]["bleu"] == 100.0
+        assert summary[protocol]["length_ratio"] == summary[protocol]["word_length_ratio"] == 1.0
+    assert {k: v for k, v in summary["pooled_reference"].items() if k != "definition"} == dict.fromkeys(
+        ("rouge1", "rouge2", "rougeL"), 1.0
+    )
     # METEOR keeps a fragmentation penalty even for a perfect match: 1 - 0.5 * (1 chunk / 11 matches) ** 3.
     assert scores["meteor"] == 0.9996243425995492
     assert scores["meteor"] == pytest.approx(1 - 0.5 / 11**3)
@@ -120,38 +170,36 @@ def test_disjoint_prediction_and_reference_score_zero():
         [{"prediction": "apples oranges pears", "references": ["cars trains planes"]}], metrics=["rouge", "bleu"]
     )
     assert {name: scores[name] for name in ROUGE_TYPES} == {name: 0.0 for name in ROUGE_TYPES}
-    assert summary["multi_ref"]["bleu"] == summary["per_row"]["bleu"] == 0.0
+    assert summary["all_references"]["bleu"] == summary["per_row"]["bleu"] == 0.0
 
 
-def test_bleu_equals_nltk_corpus_bleu_on_the_same_tokens():
+def test_bleu_equals_sacrebleu_run_directly_with_its_signature():
     summary, per_dialogue = score_groups(GROUPS, metrics=["bleu"])
-    multi = corpus_bleu(
-        [[tokenize(ref) for ref in g["references"]] for g in GROUPS], [tokenize(g["prediction"]) for g in GROUPS]
+    predictions = [g["prediction"] for g in GROUPS]
+    streams = [[g["references"][k] if k < len(g["references"]) else None for g in GROUPS] for k in range(3)]
+    multi = sacrebleu.corpus_bleu(predictions, streams)
+    rows = sacrebleu.corpus_bleu(
+        [g["prediction"] for g in GROUPS for _ in g["references"]], [[r for g in GROUPS for r in g["references"]]]
     )
-    rows = corpus_bleu(
-        [[tokenize(ref)] for g in GROUPS for ref in g["references"]],
-        [tokenize(g["prediction"]) for g in GROUPS for _ in g["references"]],
-    )
-    assert 0.1 < rows < multi < 1  # every n-gram order matched, and extra references help
-    assert sum(s["bleu_hyp_len"] for s in per_dialogue) < sum(s["bleu_ref_len"] for s in per_dialogue)
-    assert bleu_from(per_dialogue) == pytest.approx(multi, abs=1e-12)
-    assert summary["multi_ref"]["bleu"] == round(multi, 4)
-    assert summary["per_row"]["bleu"] == round(rows, 4)
+    assert 10 < rows.score < multi.score < 100  # every n-gram order matched, and extra references help
+    assert summary["all_references"]["bleu"] == round(multi.score, 4)
+    assert summary["per_row"]["bleu"] == round(rows.score, 4)
+    assert bleu_from(per_dialogue) == pytest.approx(multi.score, abs=1e-12)
+    assert summary["all_references"]["bleu_signature"] == "nrefs:var|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+    assert summary["per_row"]["bleu_signature"] == "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
 
 
-def test_bleu_is_zero_when_an_ngram_order_has_no_match():
-    # Two tokens: bigrams match, trigrams do not exist; nltk (unsmoothed) gives ~1e-77, we give 0.
-    _, per_dialogue = score_groups([{"prediction": "tom ann", "references": ["tom ann"]}], metrics=["bleu"])
-    assert bleu_from(per_dialogue) == 0.0
-    with pytest.warns(UserWarning, match=r"0 counts of [34]-gram overlaps"):
-        assert corpus_bleu([[["tom", "ann"]]], [["tom", "ann"]]) == pytest.approx(0.0, abs=1e-70)
+def test_bleu_is_cased():
+    summary, _ = score_groups([{"prediction": "tom meets ann", "references": ["Tom meets Ann"]}], metrics=["bleu"])
+    assert summary["per_row"]["bleu"] == round(sacrebleu.corpus_bleu(["tom meets ann"], [["Tom meets Ann"]]).score, 4)
+    assert summary["per_row"]["bleu"] < 100 * 0.5
 
 
 def test_meteor_equals_nltk_meteor_score_on_the_same_tokens():
     summary, per_dialogue = score_groups(GROUPS, metrics=["meteor"])
     direct = [meteor_score([tokenize(r) for r in g["references"]], tokenize(g["prediction"])) for g in GROUPS]
     assert [s["meteor"] for s in per_dialogue] == direct
-    assert summary["multi_ref"]["meteor"] == round(float(np.mean(direct)), 4)
+    assert summary["best_reference"]["meteor"] == round(float(np.mean(direct)), 4)
     per_row = [single_meteor_score(tokenize(r), tokenize(g["prediction"])) for g in GROUPS for r in g["references"]]
     assert summary["per_row"]["meteor"] == round(float(np.mean(per_row)), 4)
 
@@ -178,33 +226,67 @@ def test_bertscore_multi_reference_takes_the_reference_with_the_best_f1():
     assert pairs[0]["bertscore_precision"] > pairs[1]["bertscore_precision"]
     assert pairs[1]["bertscore_f1"] > max(pairs[0]["bertscore_f1"], pairs[2]["bertscore_f1"])
     assert {key: scores[key] for key in pairs[1]} == pairs[1]
-    assert summary["multi_ref"]["bertscore"] == {
+    assert summary["best_reference"]["bertscore"] == {
         "model": DEFAULT_BERTSCORE_MODEL,
         "layers": 6,
+        "idf": False,
+        "rescale_with_baseline": False,
+        # bert_score's get_hash format; 0.3.13 reports its version as 0.3.12.
+        "hash": "sentence-transformers/all-MiniLM-L6-v2_L6_no-idf_version=0.3.12(hug_trans=5.23.0)",
         **{part: round(pairs[1][f"bertscore_{part}"], 4) for part in ("precision", "recall", "f1")},
     }
 
 
-def test_length_ratio_on_hand_made_pairs():
+def test_bertscore_rescaling_without_a_baseline_file_is_an_error_naming_the_param():
+    with pytest.raises(ResourceError, match="evaluate.bertscore_rescale: bert_score has no rescaling baseline"):
+        score_groups(GROUPS, metrics=["bertscore"], bertscore_rescale=True)
+
+
+def test_word_length_ratio_on_hand_made_pairs():
     groups = [
         {"prediction": "one two three four five six", "references": ["a b c", "a b c d e f g h i"]},
         {"prediction": "one two", "references": ["a b c d"]},
     ]
     summary, per_dialogue = score_groups(groups, metrics=["length"])
     # Dialogue 1: 6 words against a mean reference of 6 words; rows: 6/3 and 6/9. Dialogue 2: 2/4.
-    assert [s["length_ratio"] for s in per_dialogue] == [1.0, 0.5]
-    assert summary["multi_ref"]["length_ratio"] == 0.75
-    assert summary["per_row"]["length_ratio"] == round((2 + 6 / 9 + 0.5) / 3, 4)
-    assert summary["multi_ref"]["prediction_words"] == 4.0
+    assert [s["word_length_ratio"] for s in per_dialogue] == [1.0, 0.5]
+    assert summary["all_references"]["word_length_ratio"] == 0.75
+    assert summary["per_row"]["word_length_ratio"] == round((2 + 6 / 9 + 0.5) / 3, 4)
+    assert summary["all_references"]["prediction_words"] == 4.0
     assert summary["per_row"]["prediction_words"] == round((6 + 6 + 2) / 3, 4)
+
+
+def test_length_ratio_is_hf_bleus_on_13a_tokens_counted_by_hand():
+    # 13a tokens (punctuation split off): "Tom meets Ann , and Bob waits ." 8; "Tom meets Ann ." 4;
+    # "Tom and Ann meet on Friday , and Bob waits outside ." 12; "Jack is late !" 4; "Jack is late again , sadly ." 7.
+    groups = [
+        {
+            "prediction": "Tom meets Ann, and Bob waits.",
+            "references": ["Tom meets Ann.", "Tom and Ann meet on Friday, and Bob waits outside."],
+        },
+        {"prediction": "Jack is late!", "references": ["Jack is late again, sadly."]},
+    ]
+    summary, _ = score_groups(groups, metrics=["length"])
+    # HF BLEU: total prediction tokens / total of each example's shortest reference: (8 + 4) / (4 + 7).
+    assert summary["all_references"]["length_ratio"] == round(12 / 11, 4)
+    # One example per row, as the seed scored: (8 + 8 + 4) / (4 + 12 + 7).
+    assert summary["per_row"]["length_ratio"] == round(20 / 23, 4)
 
 
 def test_empty_prediction_scores_zero_on_every_metric():
     summary, [scores] = score_groups([{"prediction": "", "references": ["Tom meets Ann."]}])
-    assert summary["multi_ref"]["bertscore"]["f1"] == 0.0
-    zero_keys = [*ROUGE_TYPES, "meteor", "bertscore_precision", "bertscore_recall", "bertscore_f1", "length_ratio"]
+    assert summary["best_reference"]["bertscore"]["f1"] == 0.0
+    zero_keys = [*ROUGE_TYPES, "pooled_rouge1", "pooled_rouge2", "pooled_rougeL", "meteor", "word_length_ratio"]
+    zero_keys += ["bertscore_precision", "bertscore_recall", "bertscore_f1"]
     assert {k: scores[k] for k in zero_keys} == dict.fromkeys(zero_keys, 0.0)
-    assert summary["multi_ref"]["bleu"] == 0.0
+    assert summary["all_references"]["bleu"] == summary["all_references"]["length_ratio"] == 0.0
+    assert summary["empty_predictions"] == 1
+
+
+def test_empty_predictions_are_counted():
+    groups = [{"prediction": p, "references": ["Tom meets Ann."]} for p in ("", "  \n", "Tom meets Ann.")]
+    summary, _ = score_groups(groups, metrics=["rouge"])
+    assert summary["empty_predictions"] == 2
 
 
 def test_score_groups_counts_dialogues_and_rows():
@@ -214,7 +296,7 @@ def test_score_groups_counts_dialogues_and_rows():
     ]
     summary, per_dialogue = score_groups(groups)
     assert (summary["dialogues"], summary["rows"]) == (2, 3)
-    assert summary["multi_ref"]["rouge1"] == 0.5  # 1.0 and 0.0
+    assert summary["best_reference"]["rouge1"] == 0.5  # 1.0 and 0.0
     assert summary["per_row"]["rouge1"] == pytest.approx(round(1 / 3, 4))
     assert [s["rouge1"] for s in per_dialogue] == [1.0, 0.0]
     assert all(isinstance(v, int | float) for s in per_dialogue for v in s.values())  # stages round them
@@ -225,11 +307,12 @@ def test_score_groups_counts_dialogues_and_rows():
 
 def test_a_disabled_metric_is_reported_as_disabled():
     summary, per_dialogue = score_groups(GROUPS, metrics=["rouge", "length"])
-    for protocol in ("multi_ref", "per_row"):
-        assert {name: summary[protocol][name] for name in ("bleu", "meteor", "bertscore")} == dict.fromkeys(
-            ("bleu", "meteor", "bertscore"), "disabled"
-        )
-        assert summary[protocol]["rouge1"] > 0
+    assert {name: summary["per_row"][name] for name in ("bleu", "meteor", "bertscore")} == dict.fromkeys(
+        ("bleu", "meteor", "bertscore"), "disabled"
+    )
+    assert summary["best_reference"]["meteor"] == summary["best_reference"]["bertscore"] == "disabled"
+    assert summary["all_references"]["bleu"] == "disabled"
+    assert summary["all_references"]["length_ratio"] > 0 and summary["per_row"]["rouge1"] > 0
     assert "meteor" not in per_dialogue[0] and "bertscore_f1" not in per_dialogue[0]
     with pytest.raises(ValueError, match="per-dialogue scores lack 'meteor'"):
         compare_systems(per_dialogue, per_dialogue, ["meteor"])
@@ -318,8 +401,43 @@ def test_compare_systems_bootstraps_corpus_bleu_and_mean_metrics():
     # The observed BLEU delta is the difference of the two corpus BLEUs, not a mean of sentence BLEUs.
     assert result["bleu"]["delta"] == round(bleu_from(peft) - bleu_from(base), 4)
     assert result["bleu"]["delta"] == pytest.approx(
-        peft_summary["multi_ref"]["bleu"] - base_summary["multi_ref"]["bleu"], abs=2e-4
+        peft_summary["all_references"]["bleu"] - base_summary["all_references"]["bleu"], abs=2e-4
     )
     assert result["rouge1"] == paired_bootstrap([s["rouge1"] for s in base], [s["rouge1"] for s in peft], 500, 0)
     for metric in ("rouge1", "bleu"):
         assert result[metric]["ci_low"] <= result[metric]["delta"] <= result[metric]["ci_high"]
+
+
+def test_compare_systems_bootstraps_the_corpus_length_ratio():
+    longer = [{**g, "prediction": g["prediction"] + " " + g["prediction"]} for g in GROUPS]
+    base_summary, base = score_groups(GROUPS, metrics=["length"])
+    peft_summary, peft = score_groups(longer, metrics=["length"])
+    result = compare_systems(base, peft, ["length_ratio"], resamples=200, seed=0)["length_ratio"]
+    expected = peft_summary["all_references"]["length_ratio"] - base_summary["all_references"]["length_ratio"]
+    assert result["delta"] == pytest.approx(expected, abs=2e-4)
+    assert 0 < result["ci_low"] <= result["delta"] <= result["ci_high"]
+
+
+# The human ceiling
+
+
+def test_human_groups_hold_out_each_reference_against_the_others():
+    groups = [
+        {"id": "d1", "prediction": "x", "references": ["A.", "B.", "C."]},
+        {"id": "d2", "prediction": "y", "references": ["only one."]},
+        {"id": "d3", "prediction": "z", "references": ["D.", "E."]},
+    ]
+    assert human_groups(groups) == [
+        {"id": "d1", "prediction": "A.", "references": ["B.", "C."]},
+        {"id": "d1", "prediction": "B.", "references": ["A.", "C."]},
+        {"id": "d1", "prediction": "C.", "references": ["A.", "B."]},
+        {"id": "d3", "prediction": "D.", "references": ["E."]},
+        {"id": "d3", "prediction": "E.", "references": ["D."]},
+    ]
+
+
+def test_human_ceiling_scores_identical_references_as_perfect():
+    same = "Tom and Ann will meet on Friday."
+    summary, _ = score_groups(human_groups([{"prediction": "", "references": [same, same]}]), metrics=["rouge"])
+    assert summary["best_reference"]["rouge1"] == summary["pooled_reference"]["rouge1"] == 1.0
+    assert (summary["dialogues"], summary["empty_predictions"]) == (2, 0)
