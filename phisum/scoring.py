@@ -21,10 +21,10 @@ characters and single punctuation marks (nltk's `word_tokenize` would need its p
 from __future__ import annotations
 
 import functools
-import os
 import re
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from nltk.tokenize import NLTKWordTokenizer
@@ -218,22 +218,22 @@ def _stat_matrix(per_example: list[dict], keys: Sequence[str]) -> np.ndarray:
 @functools.cache
 def _load_bert_scorer(model: str, layers: int, rescale: bool):
     try:
-        from bert_score import BERTScorer  # imports torch and transformers: only when BERTScore is on
+        import bert_score  # imports torch and transformers: only when BERTScore is on
     except ImportError as error:
         raise ResourceError("BERTScore needs the package bert-score: `pip install bert-score==0.3.13`") from error
-    try:
-        scorer = BERTScorer(
-            model_type=resolve_bertscore_model(model), num_layers=layers, lang="en", rescale_with_baseline=rescale
-        )
-    except OSError as error:  # transformers: no such directory, or the hub is unreachable
-        raise ResourceError(f"the BERTScore model {model!r} could not be loaded ({error}); {BERTSCORE_FIX}") from error
-    if rescale and not os.path.isfile(scorer.baseline_path):
+    model_type = resolve_bertscore_model(model)
+    # Where bert_score looks for its rescaling baseline; checked before minutes of loading.
+    baseline_path = Path(bert_score.__file__).parent / "rescale_baseline" / "en" / f"{model_type}.tsv"
+    if rescale and not baseline_path.is_file():
         raise ResourceError(
             f"evaluate.bertscore_rescale: bert_score has no rescaling baseline for {model!r} (looked for "
-            f"{scorer.baseline_path}); set evaluate.bertscore_rescale: false, or use a model it ships one for "
+            f"{baseline_path}); set evaluate.bertscore_rescale: false, or use a model it ships one for "
             "(roberta-large)"
         )
-    return scorer
+    try:
+        return bert_score.BERTScorer(model_type=model_type, num_layers=layers, lang="en", rescale_with_baseline=rescale)
+    except OSError as error:  # transformers: no such directory, or the hub is unreachable
+        raise ResourceError(f"the BERTScore model {model!r} could not be loaded ({error}); {BERTSCORE_FIX}") from error
 
 
 def bertscore_settings(model: str, layers: int, rescale: bool) -> dict:

@@ -1,13 +1,20 @@
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import nltk
 import numpy as np
 import pytest
 import sacrebleu
+import yaml
 from nltk.corpus.reader import WordNetCorpusReader
 from nltk.translate.meteor_score import meteor_score, single_meteor_score
 from rouge_score import rouge_scorer
+from transformers import AutoTokenizer
 
+from phisum.data import group_by_dialogue, load_splits, prepare_split
 from phisum.resources import DEFAULT_BERTSCORE_MODEL, WORDNET_SOURCE_DIR, ensure_wordnet, resolve_bertscore_model
 from phisum.scoring import (
     BLEU_STATS,
@@ -26,6 +33,8 @@ from phisum.scoring import (
     split_sentences,
     tokenize,
 )
+from phisum.stress import make_stress_cases
+from tests.conftest import SHARED_DATA
 
 SENTENCE = "Tom and Ann will meet on Friday at nine am."  # 11 tokens: 10 words and the full stop
 # Overlapping but different summaries, so every BLEU n-gram order has matches and nothing scores 1.
@@ -441,3 +450,101 @@ def test_human_ceiling_scores_identical_references_as_perfect():
     summary, _ = score_groups(human_groups([{"prediction": "", "references": [same, same]}]), metrics=["rouge"])
     assert summary["best_reference"]["rouge1"] == summary["pooled_reference"]["rouge1"] == 1.0
     assert (summary["dialogues"], summary["empty_predictions"]) == (2, 0)
+
+
+# The evaluate stage on hand-made predictions
+
+EVALUATE = Path(__file__).resolve().parents[1] / "stages" / "evaluate.py"
+STRESS = make_stress_cases(seed=0, count=4)
+MINILM = {"bertscore_model": DEFAULT_BERTSCORE_MODEL, "bertscore_layers": 6}
+
+
+def stated_final_time(case: dict) -> str:
+    return f"They meet on {case['final']['day']} at {case['final']['time']}."
+
+
+def write_predictions(repo: Path, evaluate_params: dict) -> None:
+    """A params.yaml and data/predictions/{base,peft}/ as the generate stage writes them."""
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["evaluate"].update(evaluate_params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    references = [["Tom meets Ann on Friday.", "Ann and Tom meet on Friday."], ["Jack is late again."]]
+    outputs = {
+        "base": [("", True), ("Jack is late.", False)],  # one empty, one cut off at max_new_tokens
+        "peft": [("Tom meets Ann on Friday.", True), ("Jack is late again.", True)],
+    }
+    for variant, rows in outputs.items():
+        test = [
+            {"id": f"test_{i}_1", "references": refs, "prediction": text, "stopped": stopped, "new_tokens": 5}
+            for i, (refs, (text, stopped)) in enumerate(zip(references, rows, strict=True))
+        ]
+        stress = [{**case, "prediction": stated_final_time(case) if variant == "peft" else ""} for case in STRESS]
+        folder = repo / "data" / "predictions" / variant
+        folder.mkdir(parents=True)
+        for name, lines in (("test", test), ("stress", stress)):
+            (folder / f"{name}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def run_evaluate(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(EVALUATE.parents[1])}
+    return subprocess.run(
+        [sys.executable, str(EVALUATE), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_evaluate_writes_counts_human_ceiling_and_prints_the_summary(tmp_path):
+    write_predictions(tmp_path, {"metrics": ["rouge", "bleu", "length"], "bootstrap_resamples": 50})
+    done = run_evaluate(tmp_path)
+    assert done.returncode == 0, done.stderr
+    base = json.loads((tmp_path / "metrics/base.json").read_text())
+    peft = json.loads((tmp_path / "metrics/peft.json").read_text())
+    assert (base["empty_predictions"], base["cut_off_predictions"], base["hit_max_new_tokens"]) == (1, 1, 0.5)
+    assert (peft["empty_predictions"], peft["cut_off_predictions"]) == (0, 0)
+    assert {p: base[p]["definition"] for p in PROTOCOLS} == PROTOCOLS
+    human = json.loads((tmp_path / "metrics/human.json").read_text())
+    # Only the first dialogue has two references: each against the other.
+    assert (human["held_out_summaries"], human["rows"]) == (2, 2)
+    assert human["best_reference"]["rouge1"] == round(
+        score_rouge("Tom meets Ann on Friday.", "Ann and Tom meet on Friday.")["rouge1"], 4
+    )
+    compare = json.loads((tmp_path / "metrics/compare.json").read_text())
+    assert set(compare) == {"resamples", "stress", "best_reference", "pooled_reference", "all_references"}
+    assert set(compare["all_references"]) == {"bleu", "length_ratio", "word_length_ratio", "prediction_words"}
+    scored = json.loads((tmp_path / "data/scored/base/test.jsonl").read_text().splitlines()[0])
+    assert {"rouge1", "pooled_rouge1", "word_length_ratio"} <= set(scored["scores"])
+    printed = run_evaluate(tmp_path, "--summary").stdout
+    assert f"| human | {human['pooled_reference']['rouge1']:.4f} |" in printed
+    assert "| base |" in printed and "| 1 | 1 | 0.0 |" in printed  # empty, cut off, final-time accuracy
+    assert "stress final_time_correct: PEFT - base 1.0" in printed
+
+
+def test_evaluate_rescaling_without_a_baseline_is_a_one_line_error(tmp_path):
+    write_predictions(tmp_path, {"metrics": ["bertscore"], "bertscore_rescale": True, **MINILM})
+    done = run_evaluate(tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.splitlines()[-1].startswith(
+        "Error: evaluate.bertscore_rescale: bert_score has no rescaling baseline for "
+        "'sentence-transformers/all-MiniLM-L6-v2'"
+    )
+    assert "Traceback" not in done.stderr and not (tmp_path / "metrics").exists()
+
+
+# The full DialogSum test set (500 dialogues x 3 references), from the offline CSVs
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="offline DialogSum copy (../shared) not present")
+def test_full_test_set_directory_prepares_500_dialogues_and_scores_the_human_ceiling(tmp_path, tiny_model_dir):
+    """README "Scoring the full test set": the seed's train/validation beside the full test CSV as test.csv."""
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.csv").symlink_to(SHARED_DATA / "neil-code-dialogsum-test" / f"{split}.csv")
+    (tmp_path / "test.csv").symlink_to(SHARED_DATA / "knkarthick-dialogsum-csv" / "dialogsum" / "dialogsum_test.csv")
+    splits = load_splits(str(tmp_path), None)
+    assert {split: len(rows) for split, (rows, _) in splits.items()} == {"train": 1999, "validation": 499, "test": 1500}
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    test_rows, where = splits["test"]
+    groups = group_by_dialogue(prepare_split(test_rows, where, "{dialogue}", tokenizer, 4096, 100)[0])
+    assert len(groups) == 500 and {len(group["references"]) for group in groups} == {3}
+    summary, _ = score_groups(human_groups(groups), metrics=["rouge"])
+    assert (summary["dialogues"], summary["rows"]) == (1500, 3000)
+    # Best-reference ROUGE-1 sits several points above pooled on human summaries (the issue's ~6 points).
+    assert summary["best_reference"]["rouge1"] - summary["pooled_reference"]["rouge1"] > 0.03
