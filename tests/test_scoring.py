@@ -14,7 +14,7 @@ from nltk.translate.meteor_score import meteor_score, single_meteor_score
 from rouge_score import rouge_scorer
 from transformers import AutoTokenizer
 
-from phisum.data import group_by_dialogue, load_splits, prepare_split
+from phisum.data import group_by_dialogue, load_splits, normalize_dialogue, prepare_split
 from phisum.resources import DEFAULT_BERTSCORE_MODEL, WORDNET_SOURCE_DIR, ensure_wordnet, resolve_bertscore_model
 from phisum.scoring import (
     BLEU_STATS,
@@ -544,6 +544,12 @@ def test_full_test_set_directory_prepares_500_dialogues_and_scores_the_human_cei
     test_rows, where = splits["test"]
     groups = group_by_dialogue(prepare_split(test_rows, where, "{dialogue}", tokenizer, 4096, 100)[0])
     assert len(groups) == 500 and {len(group["references"]) for group in groups} == {3}
+    # No seed training dialogue is a full-test dialogue: prepare's leakage check passes with on_bad_rows=error.
+    held_out = {normalize_dialogue(row["dialogue"]) for row in test_rows}
+    train_rows, train_where = splits["train"]
+    assert (
+        len(prepare_split(train_rows, train_where, "{dialogue}", tokenizer, 4096, None, held_out=held_out)[0]) == 1999
+    )
     summary, _ = score_groups(human_groups(groups), metrics=["rouge"])
     assert (summary["dialogues"], summary["rows"]) == (1500, 3000)
     # Best-reference ROUGE-1 sits several points above pooled on human summaries (the issue's ~6 points).
