@@ -117,10 +117,10 @@ COMPARISONS = {
     },
 }
 # Punkt without a trained model, told the abbreviations of DialogSum summaries, so "Ms." and "p.m." end no
-# sentence (the trained punkt model would need a download).
+# sentence (the trained punkt model would need a download). Not "no" or "etc": summaries end sentences with them.
 _PUNKT_PARAMETERS = PunktParameters()
 _PUNKT_PARAMETERS.abbrev_types = {
-    *("mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "mt", "vs", "etc", "no", "approx", "dept", "ave"),
+    *("mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "mt", "vs", "approx", "dept", "ave"),
     *("a.m", "p.m", "e.g", "i.e", "u.s", "u.k"),
 }
 _SENTENCES = PunktSentenceTokenizer(_PUNKT_PARAMETERS)

@@ -181,7 +181,7 @@ def main(summary: bool) -> None:
                 f"evaluate {variant}: {len(predictions['test'])} dialogues, {len(predictions['stress'])} stress cases"
             )
             metrics[variant], scored[variant], per_dialogue[variant] = score_variant(params, predictions)
-        human = score_human(params, predictions["test"])
+        human = score_human(params, predictions["test"])  # both models' test rows hold the same references
     except ResourceError as error:
         raise click.ClickException(str(error)) from None
     comparison = compare(params, per_dialogue, scored)

@@ -116,6 +116,9 @@ def test_split_sentences_does_not_split_after_titles_and_times():
     assert split_sentences(text) == (
         "Ms. Dawson asks Mr. Lee to come at 5 p.m. on Friday.\nHe agrees at 9 a.m. today!\nDr. Wu waits."
     )
+    assert split_sentences("#Person2# says no. They buy pens, paper, etc. Tom pays.") == (
+        "#Person2# says no.\nThey buy pens, paper, etc.\nTom pays."
+    )
 
 
 # Pooled multi-reference ROUGE (py-rouge), counted by hand.
