@@ -22,6 +22,7 @@ from phisum.scoring import (
     PROTOCOLS,
     ROUGE_TYPES,
     ResourceError,
+    _py_rouge,
     bleu_from_statistics,
     compare_systems,
     human_groups,
@@ -146,6 +147,12 @@ def test_pooled_rouge_pools_counts_over_references_as_py_rouge_does():
     }
     # Best reference: "the cat is on the mat" alone, P = R = 5/6.
     assert summary["best_reference"]["rouge1"] == round(5 / 6, 4)
+
+
+def test_py_rouge_tokenizer_offline_equals_word_tokenize_on_its_cleaned_text():
+    # What py-rouge passes to nltk.word_tokenize: lowercased, only [a-z0-9_ ] left ("cannot" guarded as _cannot_).
+    cleaned = "tom _cannot_ come so they re gonna meet at 5 pm on friday"
+    assert _py_rouge().tokenize_text(cleaned) == nltk.word_tokenize(cleaned, preserve_line=True)
 
 
 def test_pooled_rouge_with_one_reference_is_plain_rouge():
