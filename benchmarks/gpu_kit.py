@@ -99,10 +99,14 @@ def check_size(kit_bytes: int, other_bytes: int, limit: int = LIMIT_BYTES) -> No
 
 def run_command(kit_dir: str) -> str:
     """The one device `run` command: install the kit into /tmp/site, then the benchmark, output to $OUT."""
+    # The image's own versions of what the kit's wheels need (datasets wants pyarrow >= 24, fsspec <= 2026.9.0)
+    # are printed first: a failing import then names its cause.
     return (
-        "set -o pipefail; python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade "
-        f"--target /tmp/site {kit_dir}/*.whl || exit; export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 "
-        "PYTHONUNBUFFERED=1; python3 benchmarks/gpu_phi2.py --out $OUT/gpu_phi2.json 2>&1 | tee $OUT/gpu_phi2.log"
+        "set -o pipefail; python3 -m pip list 2>/dev/null | grep -iE '^(pyarrow|fsspec|pandas|huggingface.hub|"
+        "tokenizers|accelerate|torch|triton) '; python3 -m pip install -q --no-index --no-deps --no-compile "
+        f"--no-cache-dir --upgrade --target /tmp/site {kit_dir}/*.whl || exit; export PYTHONPATH=/tmp/site:$PWD "
+        "HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1; python3 benchmarks/gpu_phi2.py --out $OUT/gpu_phi2.json 2>&1 "
+        "| tee $OUT/gpu_phi2.log"
     )
 
 
