@@ -284,7 +284,7 @@ def run(params_path: Path, work: Path, dry_run: bool, steps: int, peak_tflops: f
         runs = train_one_dtype(params, compute_dtype, steps, settings["seq_lengths"], memory, save_to)
         for seq_len in settings["seq_lengths"]:
             model_flops = flops_per_token * runs[seq_len]["tokens_per_s"]
-            runs[seq_len]["mfu"] = round(model_flops / (peak_tflops * 1e12), 4) if peak_tflops else None
+            runs[seq_len]["mfu_model_flops"] = round(model_flops / (peak_tflops * 1e12), 4) if peak_tflops else None
             if memory.cuda:
                 needed = runs[seq_len]["peak_reserved_mib"] + results["cuda_context_mib"]
                 runs[seq_len]["fits_t4_with_context"] = needed <= T4_MIB

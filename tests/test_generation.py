@@ -7,7 +7,12 @@ import click
 import pytest
 import torch
 
-from phisum.generation import NonFiniteScoresError, cut_at_stop_string, generate_summaries
+from phisum.generation import (
+    NonFiniteScoresError,
+    cut_at_stop_string,
+    generate_summaries,
+    masked_attention_kernels,
+)
 from phisum.modeling import check_max_length, describe_runtime, load_base_model, load_tokenizer
 from phisum.params import ModelParams, ParamsError, QuantizationParams
 from tests.conftest import ROOT
@@ -129,3 +134,12 @@ def test_non_finite_scores_stop_generation_naming_the_prompts(tiny_4bit):
 def test_the_loaded_model_reports_device_dtype_and_sdpa_attention(tiny_4bit):
     _, model = tiny_4bit
     assert describe_runtime(model, torch.float32) == "device cpu, compute dtype float32, attention sdpa"
+
+
+def test_masked_attention_on_cuda_allows_only_the_memory_efficient_and_math_kernels():
+    backends = torch.backends.cuda
+    with masked_attention_kernels(torch.device("cuda")):
+        enabled = [backends.flash_sdp_enabled(), backends.cudnn_sdp_enabled(), backends.mem_efficient_sdp_enabled()]
+        assert enabled + [backends.math_sdp_enabled()] == [False, False, True, True]
+    with masked_attention_kernels(torch.device("cpu")):
+        assert backends.flash_sdp_enabled()  # the CPU keeps torch's choice
