@@ -1,6 +1,7 @@
 # make setup   install everything into .venv (both targets below call it)
 # make demo    the embedded CPU pipeline: dvc repro, a lora.r=16 experiment, the metrics diff
 # make test    the test suite (what CI runs)
+# make gpu-kit  wheels for benchmarks/gpu_phi2.py on the lent H200 (.gpukit/, < 64 MiB) and the command to run it
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +17,7 @@ export GIT_AUTHOR_EMAIL ?= $(shell git config user.email || echo demo@phisum.inv
 export GIT_COMMITTER_NAME ?= $(GIT_AUTHOR_NAME)
 export GIT_COMMITTER_EMAIL ?= $(GIT_AUTHOR_EMAIL)
 
-.PHONY: setup demo test lint wordnet
+.PHONY: setup demo test lint wordnet gpu-kit
 
 setup: $(VENV)/.installed
 
@@ -54,3 +55,6 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+gpu-kit:
+	$(BIN)/python benchmarks/gpu_kit.py --kit-dir .gpukit

@@ -76,7 +76,7 @@ def main(workspace: Path, batch_sizes: str, repeats: int, adapter_dir: str, thre
         torch.set_num_threads(threads)
     os.chdir(workspace)
     params = load_params()
-    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype)
+    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
     tokenizer = load_tokenizer(params.model)
     model = PeftModel.from_pretrained(load_base_model(params.model, params.quantization, compute_dtype), adapter_dir)
     model.eval()

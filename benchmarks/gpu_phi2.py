@@ -1,191 +1,318 @@
-"""Full-size Phi-2 QLoRA on one GPU: peak memory, tokens/s and MFU at 512/1024/2048 tokens, and generation.
+"""Full-size Phi-2 QLoRA on one GPU, through the pipeline's own code: memory, speed, generation checks.
 
-    python benchmarks/gpu_phi2.py [--steps 8] [--peak-tflops 989] [--out results.json]
-    python benchmarks/gpu_phi2.py --dry-run     (no GPU: builds every config on the meta device)
+    python benchmarks/gpu_phi2.py [--steps 6] [--peak-tflops 989] [--out results.json]
+    python benchmarks/gpu_phi2.py --dry-run [--out results.json]    (no GPU: the same run on a tiny model, CPU)
 
-No download: Phi-2's architecture gets random weights on the GPU, is saved in fp16 to a temp dir and
-loaded back by phisum.modeling.load_base_model (4-bit NF4, as the pipeline). LoRA, optimizer, gradient
-checkpointing and prompt come from params.yaml. Training: HF Trainer, batch 1, random tokens;
-generation: phisum.generation. Meant to finish in under 8 minutes on an H100-class GPU.
+No download: phisum.fullsize writes Phi-2's architecture with random fp16 weights. Training goes through
+phisum.training (4-bit NF4 load, k-bit preparation, SFTConfig from params.yaml) and TRL's SFTTrainer,
+batch 1, on random token rows with a completion mask, at 512/1,024/2,048 tokens, in fp16 with
+GradScaler and TRL's torch loss kernels (the T4 path) and in bf16. Generation loads a fresh 4-bit
+model plus the adapter saved by training and runs phisum.generation one prompt at a time and batched.
+Answers: peak memory (and whether the seed's configuration fits a 16 GB T4 with the CUDA context
+counted), tokens/s and MFU (model FLOPs), batched vs one-at-a-time outputs, finite logits on
+left-padded batches, and the library versions it ran with. Meant to finish in under 8 minutes.
+--dry-run checks the full-size configs on the meta device, then runs every step above on the CPU
+with a tiny random Phi, float32 and short lengths (what CI can check without a GPU).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+import importlib.metadata
 import json
+import platform
 import random
+import resource
 import tempfile
 import time
 from pathlib import Path
 
 import click
 import torch
+import trl.kernels.chunked_logprob
 from datasets import Dataset
-from peft import get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoModelForCausalLM, PhiConfig, PhiForCausalLM, Trainer, TrainerCallback, TrainingArguments
+from peft import PeftModel, get_peft_model
+from transformers import PhiConfig, PhiForCausalLM, TrainerCallback
+from trl import SFTTrainer
 
-from phisum.generation import generate_summaries
+from phisum.fullsize import synthetic_texts, write_random_phi2
+from phisum.generation import NonFiniteScoresError, generate_summaries, masked_attention_kernels
 from phisum.modeling import (
     PHI2_DIMS,
     build_lora_config,
     build_quantization_config,
     load_base_model,
-    resolve_compute_dtype,
+    load_tokenizer,
 )
 from phisum.params import ModelParams, load_params
 from phisum.prompt import build_prompt
 from phisum.synthetic import make_example
-from phisum.tiny_model import train_tokenizer
+from phisum.tiny_model import build_tiny_model
+from phisum.training import build_sft_config, keep_lora_weights_fp32, load_trainable_model
 
 PHI2_PARAMS = 2_779_683_840
 # Dense 16-bit tensor-core peaks (TFLOPS) from vendor datasheets; first matching name wins.
 PEAK_TFLOPS = {"H100 PCIe": 756, "H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10G": 70, "T4": 65}
-SEQ_LENGTHS = (512, 1024, 2048)
-T4_MEMORY_GB = 15.0
+T4_MIB = 15_360  # a 16 GB T4's memory as nvidia-smi reports it
+LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets", "tokenizers", "triton")
+GPU_RUN = {"seq_lengths": (512, 1024, 2048), "prompts": 16, "new_tokens": 48, "batch_sizes": (1, 8, 16)}
+DRY_RUN = {"seq_lengths": (32, 64), "prompts": 4, "new_tokens": 8, "batch_sizes": (1, 2, 4)}
+MIB = 2**20
 
 
-def build_peft_model(model, params):
-    """The train stage's wrapping: k-bit preparation with gradient checkpointing, LoRA, fp32 LoRA weights."""
-    model = prepare_model_for_kbit_training(
-        model,
-        use_gradient_checkpointing=params.train.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-    )
-    model = get_peft_model(model, build_lora_config(params.lora))
-    for param in model.parameters():
-        if param.requires_grad:
-            param.data = param.data.float()
-    return model
-
-
-def training_args(out_dir: str, steps: int, params, compute_dtype: torch.dtype) -> TrainingArguments:
-    return TrainingArguments(
-        output_dir=out_dir,
-        max_steps=steps,
-        per_device_train_batch_size=1,
-        learning_rate=params.train.learning_rate,
-        optim=params.train.optim,
-        gradient_checkpointing=params.train.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        fp16=compute_dtype == torch.float16,
-        bf16=compute_dtype == torch.bfloat16,
-        logging_steps=steps,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-    )
+def library_versions() -> dict:
+    versions = {"python": platform.python_version(), "cuda": torch.version.cuda}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def check_configs(params) -> dict:
-    """Everything the GPU run constructs, on the meta device: shapes, counts and configs, no weights."""
+    """Full-size Phi-2 on the meta device: parameter count, the 4-bit config, LoRA's trainable parameters."""
     with torch.device("meta"):
         model = PhiForCausalLM(PhiConfig(**PHI2_DIMS))
     total = sum(p.numel() for p in model.parameters())
     assert total == PHI2_PARAMS, f"Phi-2 has {PHI2_PARAMS:,} parameters, the config gives {total:,}"
     build_quantization_config(params.quantization, torch.bfloat16)
-    trainable = build_peft_model(model, params).get_nb_trainable_parameters()[0]
-    with tempfile.TemporaryDirectory() as out_dir:
-        training_args(out_dir, 4, params, torch.float32)
+    trainable = get_peft_model(model, build_lora_config(params.lora)).get_nb_trainable_parameters()[0]
     return {"params": total, "trainable_params": trainable}  # r=32 on q/k/v/dense: 20,971,520
 
 
+class Memory:
+    """Peak memory of a phase: the CUDA caching allocator's on a GPU, the process's peak RSS on the CPU."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def reset(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak(self) -> dict:
+        if not self.cuda:
+            return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+        return {
+            "peak_allocated_mib": round(torch.cuda.max_memory_allocated() / MIB),
+            "peak_reserved_mib": round(torch.cuda.max_memory_reserved() / MIB),
+        }
+
+    def context_mib(self) -> int | None:
+        """Device memory in use beyond what torch's allocator holds: the CUDA context and libraries' kernels."""
+        if not self.cuda:
+            return None
+        free, total = torch.cuda.mem_get_info()
+        return round((total - free - torch.cuda.memory_reserved()) / MIB)
+
+
 class StepClock(TrainerCallback):
-    def __init__(self) -> None:
-        self.ends: list[float] = []
+    def __init__(self, memory: Memory) -> None:
+        self.memory, self.ends = memory, []
 
     def on_step_end(self, args, state, control, **kwargs):
-        torch.cuda.synchronize()
+        self.memory.sync()
         self.ends.append(time.perf_counter())
 
 
-def measure_training(model, params, seq_len: int, steps: int, compute_dtype, out_dir: str) -> dict:
-    """Peak memory and tokens/s for `steps` optimizer steps on random sequences of seq_len tokens (batch 1)."""
-    ids = torch.randint(0, PHI2_DIMS["vocab_size"], (steps, seq_len)).tolist()
-    dataset = Dataset.from_dict({"input_ids": ids, "labels": ids})
-    trainer = Trainer(model=model, args=training_args(out_dir, steps, params, compute_dtype), train_dataset=dataset)
-    clock = StepClock()
-    trainer.add_callback(clock)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    trainer.train()
-    warm = 2  # the first steps allocate optimizer state and compile kernels
-    return {
-        "tokens_per_s": round(seq_len * (steps - warm) / (clock.ends[-1] - clock.ends[warm - 1]), 1),
-        "peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
-        "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2),
-    }
+def run_params(params_path: Path, model_dir: Path, device: str, max_length: int):
+    """params.yaml's recipe on the benchmark model; batch 1 without accumulation (peak memory is per micro-batch)."""
+    params = load_params(params_path)
+    return dataclasses.replace(
+        params,
+        model=ModelParams(name=str(model_dir), revision=None, device=device),
+        prompt=dataclasses.replace(params.prompt, max_length=max_length),
+        train=dataclasses.replace(params.train, batch_size=1, grad_accum=1),
+    )
 
 
-def measure_generation(model, template: str, prompts_count: int, max_new_tokens: int, sizes: list[int]) -> dict:
-    """Batched against one-at-a-time greedy generation on DialogSum-sized synthetic prompts."""
+def token_rows(seq_len: int, count: int, vocab_size: int, seed: int) -> Dataset:
+    """Random token rows of exactly seq_len tokens; the last quarter is the completion (the loss)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab_size, (count, seq_len), generator=generator).tolist()
+    mask = [[0] * (seq_len - seq_len // 4) + [1] * (seq_len // 4)] * count
+    return Dataset.from_dict({"input_ids": ids, "completion_mask": mask})
+
+
+def model_params_count(model_dir: Path) -> int:
+    with torch.device("meta"):
+        model = PhiForCausalLM(PhiConfig.from_pretrained(model_dir))
+    return sum(p.numel() for p in model.parameters())
+
+
+def train_one_dtype(params, compute_dtype, steps: int, seq_lengths, memory: Memory, adapter_dir: Path | None) -> dict:
+    """Per sequence length: peak memory, tokens/s and loss, with SFTTrainer on one freshly loaded 4-bit model."""
+    tokenizer = load_tokenizer(params.model)
+    model = load_trainable_model(params, compute_dtype)
+    peft_config = build_lora_config(params.lora)  # the first trainer wraps the model, later ones reuse it
+    results = {}
+    for seq_len in seq_lengths:
+        with tempfile.TemporaryDirectory() as out_dir:
+            config = build_sft_config(
+                params,
+                compute_dtype,
+                out_dir,
+                max_steps=steps,
+                max_length=seq_len,
+                save_strategy="no",
+                disable_tqdm=True,
+            )
+            dataset = token_rows(seq_len, steps, model.config.vocab_size, seed=seq_len)
+            trainer = SFTTrainer(
+                model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+            )
+            keep_lora_weights_fp32(trainer.model)
+            model, peft_config = trainer.model, None
+            clock = StepClock(memory)
+            trainer.add_callback(clock)
+            memory.reset()
+            trainer.train()
+        warm = 2  # the first steps allocate optimizer state and pick kernels
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        results[seq_len] = {
+            "tokens_per_s": round(seq_len * (steps - warm) / (clock.ends[-1] - clock.ends[warm - 1]), 1),
+            **memory.peak(),
+            "first_loss": losses[0],
+            "last_loss": losses[-1],
+            "finite_losses": all(torch.isfinite(torch.tensor(losses)).tolist()),
+            "grad_scaler": trainer.accelerator.scaler is not None,
+        }
+        click.echo(f"    {seq_len} tokens: {results[seq_len]}")
+    results["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if adapter_dir is not None:
+        model.save_pretrained(adapter_dir)
+    del model, trainer
+    gc.collect()  # the trainer and optimizer hold GPU memory until collected
+    memory.reset()
+    return results
+
+
+def check_padded_logits(model, tokenizer, prompts: list[str], device: torch.device) -> dict:
+    """One left-padded batch: are the logits at real tokens finite, with SDPA's default kernels and ours?"""
+    tokenizer.padding_side = "left"
+    inputs = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+    real = inputs["attention_mask"].bool()
+    finite = {}
+    with torch.inference_mode():
+        finite["default_kernels"] = bool(torch.isfinite(model(**inputs).logits[real]).all())
+        with masked_attention_kernels(device):
+            finite["masked_kernels"] = bool(torch.isfinite(model(**inputs).logits[real]).all())
+    finite["padded_rows"] = int((~real).any(dim=1).sum())
+    return finite
+
+
+def measure_generation(params, compute_dtype, adapter_dir: Path, settings: dict, memory: Memory) -> dict:
+    """A fresh 4-bit model plus the saved adapter: one-at-a-time against batched greedy generation."""
     rng = random.Random(0)
-    dialogues = ["\n".join(make_example(rng)[0] for _ in range(rng.randint(2, 4))) for _ in range(prompts_count)]
-    tokenizer = train_tokenizer(dialogues, vocab_size=2048)  # any tokenizer whose ids fit the 51,200 vocab
-    tokenizer.pad_token = tokenizer.eos_token
-    prompts = [build_prompt(template, dialogue) for dialogue in dialogues]
+    dialogues = ["\n".join(make_example(rng)[0] for _ in range(rng.randint(1, 4))) for _ in range(settings["prompts"])]
+    prompts = [build_prompt(params.prompt.template, dialogue) for dialogue in dialogues]
+    tokenizer = load_tokenizer(params.model)
+    model = PeftModel.from_pretrained(load_base_model(params.model, params.quantization, compute_dtype), adapter_dir)
     model.eval()
-    results, texts = {}, {}
-    for size in sizes:
-        torch.cuda.synchronize()
+    device = next(model.parameters()).device
+    results: dict = {"finite_logits": check_padded_logits(model, tokenizer, prompts, device)}
+    texts = {}
+    for size in settings["batch_sizes"]:
+        memory.reset()
         started = time.perf_counter()
-        outputs = generate_summaries(model, tokenizer, prompts, max_new_tokens, size)
-        torch.cuda.synchronize()
+        try:
+            outputs = generate_summaries(
+                model, tokenizer, prompts, settings["new_tokens"], size, params.generate.stop_strings
+            )
+        except NonFiniteScoresError as error:
+            results[size] = {"non_finite_prompts": error.prompts}
+            continue
+        memory.sync()
         texts[size] = [row["text"] for row in outputs]
-        results[size] = {"prompts_per_s": round(len(prompts) / (time.perf_counter() - started), 2)}
-    for size in sizes:
-        results[size]["speedup_vs_1"] = round(results[size]["prompts_per_s"] / results[1]["prompts_per_s"], 2)
-        results[size]["differ_from_1"] = sum(a != b for a, b in zip(texts[size], texts[1], strict=True))
+        seconds = time.perf_counter() - started
+        results[size] = {
+            "prompts_per_s": round(len(prompts) / seconds, 2),
+            "new_tokens": sum(row["new_tokens"] for row in outputs),
+            **memory.peak(),
+        }
+    first = settings["batch_sizes"][0]
+    for size in texts:
+        results[size]["differ_from_batch_1"] = sum(a != b for a, b in zip(texts[size], texts[first], strict=True))
+        results[size]["speedup_vs_batch_1"] = round(results[size]["prompts_per_s"] / results[first]["prompts_per_s"], 2)
+    del model
+    gc.collect()
+    memory.reset()
+    return results
+
+
+def run(params_path: Path, work: Path, dry_run: bool, steps: int, peak_tflops: float | None) -> dict:
+    settings = DRY_RUN if dry_run else GPU_RUN
+    device = "cpu" if dry_run else "cuda"
+    memory = Memory(device)
+    started = time.perf_counter()
+    results: dict = {"versions": library_versions(), "meta_device": check_configs(load_params(params_path))}
+    model_dir, adapter_dir = work / "model", work / "adapter"
+    if dry_run:
+        build_tiny_model(synthetic_texts(200, seed=0), model_dir, seed=0)
+        dtypes = [torch.float32]
+    else:
+        results["device"] = torch.cuda.get_device_name()
+        results["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+        torch.cuda.init()
+        results["cuda_context_mib"] = memory.context_mib()  # before any allocation: context and loaded kernels
+        write_random_phi2(model_dir, seed=0, device="cuda")
+        # fp16 + GradScaler is what a T4 runs; bf16 needs compute capability 8.0.
+        dtypes = [torch.float16] + ([torch.bfloat16] if torch.cuda.get_device_capability() >= (8, 0) else [])
+    click.echo(f"model written in {time.perf_counter() - started:.0f} s; versions {results['versions']}")
+    params = run_params(params_path, model_dir, device, max(settings["seq_lengths"]))
+    flops_per_token = 6 * model_params_count(model_dir)  # model FLOPs: no recomputation, no attention
+    results["model_flops_per_token"] = flops_per_token
+    results["peak_tflops"] = peak_tflops
+    kernels = trl.kernels.chunked_logprob
+    triton_allowed = kernels._TRITON_AVAILABLE
+    results["training"] = {}
+    for compute_dtype in dtypes:
+        name = str(compute_dtype).removeprefix("torch.")
+        # The T4 path: TRL's torch loss kernels (phisum.training.select_loss_kernels below cc 8.0).
+        kernels._TRITON_AVAILABLE = triton_allowed and compute_dtype != torch.float16
+        loss_kernels = "triton" if kernels._TRITON_AVAILABLE else "torch"
+        click.echo(f"  training, {name}, loss kernels {loss_kernels}")
+        save_to = adapter_dir if compute_dtype == dtypes[-1] else None
+        runs = train_one_dtype(params, compute_dtype, steps, settings["seq_lengths"], memory, save_to)
+        for seq_len in settings["seq_lengths"]:
+            model_flops = flops_per_token * runs[seq_len]["tokens_per_s"]
+            runs[seq_len]["mfu_model_flops"] = round(model_flops / (peak_tflops * 1e12), 4) if peak_tflops else None
+            if memory.cuda:
+                needed = runs[seq_len]["peak_reserved_mib"] + results["cuda_context_mib"]
+                runs[seq_len]["fits_t4_with_context"] = needed <= T4_MIB
+        results["training"][name] = {**runs, "loss_kernels": loss_kernels}
+    kernels._TRITON_AVAILABLE = triton_allowed
+    click.echo(f"  trained in {time.perf_counter() - started:.0f} s")
+    results["generation"] = {}
+    for compute_dtype in dtypes:
+        name = str(compute_dtype).removeprefix("torch.")
+        results["generation"][name] = measure_generation(params, compute_dtype, adapter_dir, settings, memory)
+        click.echo(f"  generation, {name}: {results['generation'][name]}")
+    results["wall_s"] = round(time.perf_counter() - started)
     return results
 
 
 @click.command()
 @click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
-@click.option("--steps", default=8, show_default=True, help="Optimizer steps per sequence length (2 are warm-up).")
+@click.option("--steps", default=6, show_default=True, help="Optimizer steps per sequence length (2 are warm-up).")
 @click.option("--peak-tflops", type=float, default=None, help="The GPU's dense 16-bit peak; detected by name if unset.")
 @click.option("--out", "out_path", default="", help="Also write the results as JSON here.")
-@click.option("--dry-run", is_flag=True, help="Validate the configs on the meta device; needs no GPU.")
+@click.option("--dry-run", is_flag=True, help="No GPU: the same run on a tiny random Phi on the CPU.")
 def main(params_path: Path, steps: int, peak_tflops: float | None, out_path: str, dry_run: bool) -> None:
     if not dry_run and not torch.cuda.is_available():
-        raise click.ClickException("no CUDA device: this benchmark needs a GPU (use --dry-run to check the configs)")
-    params = load_params(params_path)
-    if dry_run:
-        click.echo(json.dumps({"dry_run": check_configs(params)}))
-        return
-    device_name = torch.cuda.get_device_name()
-    peak_tflops = peak_tflops or next((peak for key, peak in PEAK_TFLOPS.items() if key in device_name), None)
-    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype)
-    click.echo(f"{device_name}, compute {compute_dtype}, peak {peak_tflops} TFLOPS, torch {torch.__version__}")
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        torch.manual_seed(params.seed)
-        with torch.device("cuda"):  # built in fp16 directly: an fp32 copy (11 GB) would not fit a T4
-            random_model = AutoModelForCausalLM.from_config(PhiConfig(**PHI2_DIMS), dtype=torch.float16)
-        random_model.save_pretrained(tmp_dir, safe_serialization=True)
-        del random_model
-        torch.cuda.empty_cache()
-        model = load_base_model(ModelParams(name=tmp_dir, revision=None), params.quantization, compute_dtype)
-    click.echo(f"  random Phi-2 built, saved and loaded in 4-bit in {time.perf_counter() - started:.0f} s")
-    weights_gb = round(model.get_memory_footprint() / 1e9, 2)
-    model = build_peft_model(model, params)
-    training = {}
-    for seq_len in SEQ_LENGTHS:
-        with tempfile.TemporaryDirectory() as out_dir:
-            result = measure_training(model, params, seq_len, steps, compute_dtype, out_dir)
-        result["fits_t4"] = result["peak_reserved_gb"] < T4_MEMORY_GB
-        # Model FLOPs utilization with the usual 6 x params per token (attention and recomputation not counted).
-        result["mfu"] = round(6 * PHI2_PARAMS * result["tokens_per_s"] / peak_tflops / 1e12, 4) if peak_tflops else None
-        training[seq_len] = result
-        click.echo(f"  train seq {seq_len}: {result}")
-    generation = measure_generation(model, params.prompt.template, 16, 48, [1, 8, 16])
-    click.echo(f"  generation: {generation}")
-    results = {
-        "device": device_name,
-        "compute_dtype": str(compute_dtype),
-        "peak_tflops": peak_tflops,
-        "weights_4bit_gb": weights_gb,
-        "training": training,
-        "generation": generation,
-        "wall_s": round(time.perf_counter() - started),
-    }
+        raise click.ClickException("no CUDA device: this benchmark needs a GPU (use --dry-run to check it on the CPU)")
+    if not dry_run and peak_tflops is None:
+        peak_tflops = next((peak for key, peak in PEAK_TFLOPS.items() if key in torch.cuda.get_device_name()), None)
+    with tempfile.TemporaryDirectory() as work:
+        results = run(params_path, Path(work), dry_run, steps, peak_tflops)
     click.echo(json.dumps(results))
     if out_path:
         Path(out_path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

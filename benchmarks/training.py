@@ -65,7 +65,7 @@ class CountingSFTTrainer(SFTTrainer):
 def build_trainer(params: Params, batching: str, steps: int, rows: list[dict], eval_rows: list[dict], out_dir: str):
     """The train stage's model and SFTTrainer, with the given batching."""
     set_seed(params.seed)
-    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype)
+    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
     model = load_trainable_model(params, compute_dtype)
     config = build_sft_config(
         params,

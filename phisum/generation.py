@@ -1,15 +1,69 @@
-"""Batched greedy generation that stops at EOS."""
+"""Batched greedy generation that stops at EOS, with stop strings matched in generated text only."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+# Masked attention with left padding: a padded row's query can attend to nothing, and some fused
+# kernels (cuDNN attention on Hopper/Blackwell, reported upstream) return NaN there. The
+# memory-efficient and math kernels handle it; flash attention takes no mask anyway.
+MASKED_SDPA_BACKENDS = [torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION, torch.nn.attention.SDPBackend.MATH]
+
+
+class NonFiniteScoresError(RuntimeError):
+    """The model produced NaN/inf next-token scores; `prompts` are the indices of the affected prompts."""
+
+    def __init__(self, prompts: list[int]):
+        self.prompts = prompts
+        super().__init__(f"non-finite next-token scores for prompts {prompts}")
 
 
 def cut_at_stop_string(text: str, stop_strings: list[str]) -> tuple[str, bool]:
     """Text before the first stop string, and whether one was found."""
     cuts = [text.index(stop) for stop in stop_strings if stop in text]
     return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+class StopInGeneratedText(StoppingCriteria):
+    """Stop a row once its generated text (never the prompt) contains a stop string.
+
+    Hand-written because transformers' StopStringCriteria looks at the end of the whole sequence: the
+    prompt ends in "Output:\\n", so a first generated newline completes "\\n\\n" across the boundary
+    and the row stops with an empty summary. Decoding a row's few new tokens per step costs
+    nothing next to a forward pass.
+    """
+
+    def __init__(self, tokenizer, stop_strings: list[str], prompt_length: int):
+        self.tokenizer, self.stop_strings, self.prompt_length = tokenizer, stop_strings, prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+        hits = [any(stop in text for stop in self.stop_strings) for text in texts]
+        return torch.tensor(hits, dtype=torch.bool, device=input_ids.device)
+
+
+class FiniteScoresCheck(LogitsProcessor):
+    """Records the batch rows whose next-token scores are NaN/inf at any step (greedy would pick garbage)."""
+
+    def __init__(self) -> None:
+        self.bad_rows: set[int] = set()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        bad = ~torch.isfinite(scores).all(dim=-1)
+        if bad.any():  # one device sync per step; generate() syncs every step for EOS anyway
+            self.bad_rows.update(bad.nonzero().flatten().tolist())
+        return scores
+
+
+def masked_attention_kernels(device: torch.device):
+    """On CUDA, let SDPA pick only the kernels that are safe for left-padded masks."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.nn.attention.sdpa_kernel(MASKED_SDPA_BACKENDS)
 
 
 @torch.inference_mode()
@@ -20,9 +74,10 @@ def generate_summaries(
 
     Prompts are batched longest first (less padding), left-padded so every row's new tokens start
     at the same position. Generation stops at EOS or, as a fallback for a model that does not emit
-    it (an untuned base model rambles on into a new "Instruct:"), at a stop string, which is cut off.
-    Returns {"text", "new_tokens", "stopped"} per prompt; stopped is False when generation hit
-    max_new_tokens without EOS or a stop string.
+    it (an untuned base model rambles on into a new "Instruct:"), at a stop string in the generated
+    text, which is cut off. Returns {"text", "new_tokens", "stopped"} per prompt; stopped is False
+    when generation hit max_new_tokens without EOS or a stop string. Raises NonFiniteScoresError,
+    naming the prompts of the first batch whose scores are NaN/inf.
     """
     tokenizer.padding_side = "left"
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -31,16 +86,22 @@ def generate_summaries(
     for start in tqdm(range(0, len(order), batch_size), desc="generate", unit="batch"):
         batch = order[start : start + batch_size]
         inputs = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True).to(device)
-        output = model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            stop_strings=list(stop_strings) or None,
-            tokenizer=tokenizer,  # generate() needs it to match stop strings
-        )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        prompt_length = inputs["input_ids"].shape[1]
+        finite = FiniteScoresCheck()
+        stopping = [StopInGeneratedText(tokenizer, list(stop_strings), prompt_length)] if stop_strings else []
+        with masked_attention_kernels(device):
+            output = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList([finite]),
+                stopping_criteria=StoppingCriteriaList(stopping),
+            )
+        if finite.bad_rows:  # stop at once: the next batches would waste the same time on garbage
+            raise NonFiniteScoresError(sorted(batch[row] for row in finite.bad_rows))
+        new_tokens = output[:, prompt_length:]
         for row, i in zip(new_tokens.tolist(), batch, strict=True):
             ended = tokenizer.eos_token_id in row
             kept = row[: row.index(tokenizer.eos_token_id)] if ended else row

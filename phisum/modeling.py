@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAn
 
 from phisum.params import LoraParams, ModelParams, ParamsError, QuantizationParams
 
+ATTENTION = "sdpa"  # see load_base_model
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 # microsoft/phi-2's config.json: the full-size architecture, for building it without a download
 # (meta device for parameter counts, random weights for GPU benchmarks).
@@ -26,12 +27,22 @@ PHI2_DIMS = {
 }
 
 
-def resolve_compute_dtype(name: str) -> torch.dtype:
+def check_device(device: str) -> None:
+    """model.device `cuda` needs a usable GPU: stop, rather than start a run that takes days on the CPU."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ParamsError(
+            f"model.device: cuda, but CUDA is not usable here (torch {torch.__version__}, built for CUDA "
+            f"{torch.version.cuda}); Phi-2 on the CPU takes days: fix the GPU setup, or set model.device: cpu "
+            "to run on the CPU anyway"
+        )
+
+
+def resolve_compute_dtype(name: str, device: str) -> torch.dtype:
     """`auto`: bf16 from compute capability 8.0, fp16 below, fp32 on CPU.
 
     Not torch.cuda.is_bf16_supported(): it says True on a T4, which only emulates bf16 (slowly).
     """
-    on_gpu = torch.cuda.is_available()
+    on_gpu = device == "cuda"
     capability = torch.cuda.get_device_capability() if on_gpu else None
     if name == "auto":
         if not on_gpu:
@@ -73,17 +84,33 @@ def load_tokenizer(model: ModelParams):
 
 
 def load_base_model(model: ModelParams, quant: QuantizationParams, compute_dtype: torch.dtype):
-    """The base model in 4-bit, from safetensors only, on the GPU when there is one."""
+    """The base model in 4-bit, from safetensors only, on model.device, with SDPA attention.
+
+    SDPA by name: eager attention in transformers 5 no longer upcasts to fp32, which brings back
+    Phi-2's fp16 overflow (NaN logits, "!!!!" outputs) on a T4.
+    """
     return AutoModelForCausalLM.from_pretrained(
         model.name,
         revision=model.revision,
         quantization_config=build_quantization_config(quant, compute_dtype),
         dtype=compute_dtype,
+        attn_implementation=ATTENTION,
         # Under torchrun each process holds its own copy on its own GPU.
-        device_map={"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else None,
+        device_map={"": int(os.environ.get("LOCAL_RANK", 0))} if model.device == "cuda" else None,
         use_safetensors=True,
         trust_remote_code=False,
     )
+
+
+def describe_runtime(model, compute_dtype: torch.dtype) -> str:
+    """Where and how a loaded model runs: device (GPU name and compute capability), dtype, attention."""
+    device = next(model.parameters()).device
+    where = str(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        where += f" ({torch.cuda.get_device_name(device)}, compute capability {major}.{minor})"
+    dtype = str(compute_dtype).removeprefix("torch.")
+    return f"device {where}, compute dtype {dtype}, attention {model.config._attn_implementation}"
 
 
 def build_lora_config(lora: LoraParams) -> LoraConfig:

@@ -22,6 +22,8 @@ class ParamsError(ValueError):
 class ModelParams:
     name: str
     revision: str | None
+    # params.yaml must give it; the default only serves code that builds a ModelParams for a local test model.
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class Params:
 # The optimizers this recipe is meant for (TrainingArguments.optim names); others need their own testing.
 OPTIMIZERS = ("paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit", "adamw_torch", "adamw_torch_fused", "adafactor")
 CHOICES = {
+    "model.device": ("cuda", "cpu"),
     "data.on_bad_rows": ("error", "drop"),
     "train.optim": OPTIMIZERS,
     "quantization.quant_type": ("nf4", "fp4"),

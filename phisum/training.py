@@ -6,14 +6,47 @@ Both carry workarounds that must not drift apart: bitsandbytes' CPU repacking an
 from __future__ import annotations
 
 import torch
+import trl.kernels.chunked_logprob
 from peft import prepare_model_for_kbit_training
 from trl import SFTConfig
 
 from phisum.modeling import check_target_modules, load_base_model
-from phisum.params import Params
+from phisum.params import Params, ParamsError
 
 # Explicit: the reentrant default changed across torch versions.
 CHECKPOINTING = {"use_reentrant": False}
+
+
+def plan_processes(num_processes: int, device: str, gpu_count: int, visible_devices: str | None) -> dict[str, str]:
+    """Environment for the training process(es): one process per GPU, never one process on several.
+
+    With the model on one GPU and more visible, the Trainer counts them all (n_gpu > 1) and TRL's
+    SFTTrainer refuses the nn.DataParallel that would follow; so one process sees only the first
+    visible GPU. Returns the variables to set (empty: run as is).
+    """
+    if device == "cpu":
+        return {}
+    if num_processes > gpu_count:
+        raise ParamsError(
+            f"train.num_processes: {num_processes} processes need one GPU each, {gpu_count} visible; "
+            f"set it to {max(gpu_count, 1)} or fewer (or make more GPUs visible)"
+        )
+    if num_processes == 1 and gpu_count > 1:
+        return {"CUDA_VISIBLE_DEVICES": (visible_devices or "0").split(",")[0]}
+    return {}
+
+
+def select_loss_kernels(device: str) -> bool:
+    """Keep TRL's chunked log-prob loss off Triton below compute capability 8.0 (a T4 is 7.5).
+
+    TRL uses its Triton kernels on any CUDA device when Triton imports, and Triton supports
+    compute capability 8.0 and up; below that, TRL's own torch fallback (the path every CPU run
+    takes) computes the same loss. TRL has no switch for it, so the module flag it reads at call
+    time is set. Returns whether Triton kernels stay allowed.
+    """
+    if device == "cuda" and torch.cuda.get_device_capability() < (8, 0):
+        trl.kernels.chunked_logprob._TRITON_AVAILABLE = False
+    return trl.kernels.chunked_logprob._use_triton(torch.device(device))
 
 
 def load_trainable_model(params: Params, compute_dtype: torch.dtype):
@@ -49,7 +82,7 @@ def build_sft_config(params: Params, compute_dtype: torch.dtype, output_dir: str
         "gradient_checkpointing_kwargs": CHECKPOINTING,
         "fp16": compute_dtype == torch.float16,
         "bf16": compute_dtype == torch.bfloat16,
-        "use_cpu": not torch.cuda.is_available(),
+        "use_cpu": params.model.device == "cpu",
         # Prepare already cut dialogues to fit, so this never cuts a summary.
         "max_length": params.prompt.max_length,
         "completion_only_loss": True,

@@ -19,8 +19,8 @@ from transformers import set_seed
 
 from phisum.data import group_by_dialogue
 from phisum.files import read_jsonl, replace_dir, write_json, write_jsonl
-from phisum.generation import generate_summaries
-from phisum.modeling import load_base_model, load_tokenizer, resolve_compute_dtype
+from phisum.generation import NonFiniteScoresError, generate_summaries
+from phisum.modeling import check_device, describe_runtime, load_base_model, load_tokenizer, resolve_compute_dtype
 from phisum.params import Params, ParamsError, load_params
 from phisum.prompt import build_prompt
 from phisum.stress import make_stress_cases
@@ -58,12 +58,13 @@ def read_extra_dialogues(path: str) -> list[dict]:
 def generate(params: Params, test_rows: list[dict], adapter_dir: Path | None) -> tuple[dict[str, list[dict]], dict]:
     """Return ({"test"|"stress"|"extra": rows with predictions}, generation stats)."""
     set_seed(params.seed)
-    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype)
+    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
     tokenizer = load_tokenizer(params.model)
     model = load_base_model(params.model, params.quantization, compute_dtype)
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, adapter_dir)
     model.eval()
+    click.echo(f"  {describe_runtime(model, compute_dtype)}")
     template = params.prompt.template
     sets = {
         "test": group_by_dialogue(test_rows),
@@ -73,14 +74,23 @@ def generate(params: Params, test_rows: list[dict], adapter_dir: Path | None) ->
     rows = [row for name in sets for row in sets[name]]
     prompts = [row["prompt"] if "prompt" in row else build_prompt(template, row["dialogue"]) for row in rows]
     started = time.perf_counter()
-    outputs = generate_summaries(
-        model,
-        tokenizer,
-        prompts,
-        params.generate.max_new_tokens,
-        params.generate.batch_size,
-        params.generate.stop_strings,
-    )
+    try:
+        outputs = generate_summaries(
+            model,
+            tokenizer,
+            prompts,
+            params.generate.max_new_tokens,
+            params.generate.batch_size,
+            params.generate.stop_strings,
+        )
+    except NonFiniteScoresError as error:
+        ids = ", ".join(rows[i]["id"] for i in error.prompts)
+        raise click.ClickException(
+            f"non-finite next-token scores (NaN/inf) for rows {ids} at compute dtype "
+            f"{str(compute_dtype).removeprefix('torch.')}; likely fp16 overflow in attention (set "
+            "quantization.compute_dtype: bfloat16 or float32) or a fused attention kernel failing on left-padded "
+            "rows (set generate.batch_size: 1 to confirm)"
+        ) from None
     generation_s = time.perf_counter() - started
     for row, output in zip(rows, outputs, strict=True):
         row.pop("prompt", None)  # the test prompt is in data/prepared; keep predictions small
@@ -94,6 +104,7 @@ def generate(params: Params, test_rows: list[dict], adapter_dir: Path | None) ->
 def main(variant: str) -> None:
     try:
         params = load_params()
+        check_device(params.model.device)
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
     adapter_dir = ADAPTER_DIR if variant == "peft" else None

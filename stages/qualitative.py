@@ -63,6 +63,20 @@ def render_dialogue(heading: str, dialogue: str, base: dict, peft: dict) -> list
     return [*lines, ""]
 
 
+def render_empty(predictions: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """Every empty prediction (as the metrics count them: nothing but whitespace), per model and set."""
+    lines = ["## Empty predictions", ""]
+    for name, sets in predictions.items():
+        empty = [
+            f"{row['id']} ({set_name})"
+            for set_name, rows in sets.items()
+            for row in rows
+            if not row["prediction"].strip()
+        ]
+        lines.append(f"- {name}: {len(empty)}" + (f": {', '.join(empty)}" if empty else ""))
+    return [*lines, ""]
+
+
 def render_stress(base: list[dict], peft: list[dict]) -> list[str]:
     """Failures per model: wrong or missing final time, red herring, missed action items."""
     lines = ["## Stress test: meetings moved 1-4 times", ""]
@@ -98,6 +112,7 @@ def render_report(
         for b, p in zip(extra["base"], extra["peft"], strict=True):
             lines += [f"### {b['id']}", "", quote(b["dialogue"]), "", "| model | summary |", "|---|---|"]
             lines += [f"| base | {cell(b['prediction'])} |", f"| PEFT | {cell(p['prediction'])} |", ""]
+    lines += render_empty({name: {**scored[v], "extra": extra[v]} for name, v in (("base", "base"), ("PEFT", "peft"))})
     lines += render_stress(scored["base"]["stress"], scored["peft"]["stress"])
     return "\n".join(lines)
 

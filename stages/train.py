@@ -30,13 +30,21 @@ from phisum.files import read_jsonl, replace_dir, write_json
 from phisum.modeling import (
     TargetModuleError,
     build_lora_config,
+    check_device,
     count_parameters,
+    describe_runtime,
     load_tokenizer,
     resolve_compute_dtype,
 )
 from phisum.params import Params, ParamsError, load_params, to_dict
 from phisum.tracking import DVCLiveCurves, SparseProgress
-from phisum.training import build_sft_config, keep_lora_weights_fp32, load_trainable_model
+from phisum.training import (
+    build_sft_config,
+    keep_lora_weights_fp32,
+    load_trainable_model,
+    plan_processes,
+    select_loss_kernels,
+)
 
 PARAMS = ("seed", "model", "prompt", "quantization", "lora", "train")
 DATA_DIR = Path("data/prepared")
@@ -83,9 +91,11 @@ def to_dataset(rows: list[dict]) -> Dataset:
 def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, out_dir: Path) -> dict:
     """Train (or resume) the adapter, save it to out_dir, and return training metrics."""
     set_seed(params.seed)
-    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype)
+    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
+    triton_loss = select_loss_kernels(params.model.device)
     tokenizer = load_tokenizer(params.model)
     model = load_trainable_model(params, compute_dtype)
+    click.echo(f"  {describe_runtime(model, compute_dtype)}, loss kernels {'triton' if triton_loss else 'torch'}")
     config = build_sft_config(
         params,
         compute_dtype,
@@ -144,12 +154,25 @@ def relaunch_data_parallel(num_processes: int) -> int:
     return subprocess.call([*command, __file__])
 
 
+def relaunch_on_one_gpu(env: dict[str, str], gpu_count: int) -> int:
+    """Run this script again with only one GPU visible (CUDA reads CUDA_VISIBLE_DEVICES once, at start)."""
+    click.echo(f"train: 1 process and {gpu_count} GPUs visible: training on GPU {env['CUDA_VISIBLE_DEVICES']} only")
+    return subprocess.call([sys.executable, __file__], env={**os.environ, **env})
+
+
 @click.command()
 def main() -> None:
     try:
         params = load_params()
+        check_device(params.model.device)
+        gpu_count = torch.cuda.device_count() if params.model.device == "cuda" else 0
+        env = plan_processes(
+            params.train.num_processes, params.model.device, gpu_count, os.environ.get("CUDA_VISIBLE_DEVICES")
+        )
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
+    if env:
+        raise SystemExit(relaunch_on_one_gpu(env, gpu_count))
     if params.train.num_processes > 1 and "LOCAL_RANK" not in os.environ:
         raise SystemExit(relaunch_data_parallel(params.train.num_processes))
     is_main = int(os.environ.get("RANK", "0")) == 0

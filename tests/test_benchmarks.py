@@ -1,13 +1,17 @@
 """The benchmark scripts: they compile and import, their arithmetic is right, their checks can fail."""
 
+import base64
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import py_compile
 import random
 import subprocess
 import sys
+import zipfile
 
+import click
 import pytest
 import torch
 from click.testing import CliRunner
@@ -33,7 +37,15 @@ def load_script(name: str):
 
 
 def test_every_script_compiles_and_imports():
-    assert {path.stem for path in SCRIPTS} >= {"generation", "training", "memory", "gpu_phi2", "reuse"}
+    assert {path.stem for path in SCRIPTS} >= {
+        "generation",
+        "training",
+        "memory",
+        "gpu_phi2",
+        "reuse",
+        "cpu_phi2",
+        "gpu_kit",
+    }
     for path in SCRIPTS:
         py_compile.compile(str(path), doraise=True)
         assert callable(load_script(path.stem).main)
@@ -69,15 +81,81 @@ def test_computed_nf4_bytes_match_bitsandbytes_on_the_tiny_model(tiny_model_dir)
     assert measured["computed"]["fp16_bytes"] == measured["fp16_footprint"]
 
 
-def test_gpu_script_dry_run_exits_0():
+def test_gpu_script_dry_run_runs_every_step_on_the_cpu(tmp_path):
+    """--dry-run: full-size configs on the meta device, then training, adapter and generation on a tiny model."""
     gpu_phi2 = load_script("gpu_phi2")
 
-    result = CliRunner().invoke(gpu_phi2.main, ["--dry-run", "--params", str(ROOT / "params.yaml")])
+    out = tmp_path / "dry.json"
+    args = ["--dry-run", "--steps", "3", "--params", str(ROOT / "params.yaml"), "--out", str(out)]
+    result = CliRunner().invoke(gpu_phi2.main, args)
     assert result.exit_code == 0, result.output
-    counts = json.loads(result.output.strip().splitlines()[-1])["dry_run"]
-    lora = load_params(ROOT / "params.yaml").lora
-    assert counts["params"] == 2_779_683_840
-    assert counts["trainable_params"] == 32 * len(lora.target_modules) * lora.r * (2560 + 2560)
+    results = json.loads(out.read_text())
+    assert results["meta_device"] == {"params": 2_779_683_840, "trainable_params": 20_971_520}
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().split() if "==" in line)
+    assert {name: results["versions"][name] for name in ("trl", "peft", "bitsandbytes")} == {
+        name: pins[name] for name in ("trl", "peft", "bitsandbytes")
+    }
+    training = results["training"]["float32"]
+    assert training["loss_kernels"] == "torch"
+    assert training["trainable_params"] == 2 * 4 * 32 * (128 + 128)  # tiny model: 2 layers, hidden 128, r=32
+    for seq_len in ("32", "64"):
+        assert training[seq_len]["finite_losses"] and training[seq_len]["tokens_per_s"] > 0
+    generation = results["generation"]["float32"]
+    assert generation["finite_logits"] == {"default_kernels": True, "masked_kernels": True, "padded_rows": 3}
+    assert [generation[size]["differ_from_batch_1"] for size in ("1", "2", "4")] == [0, 0, 0]
+    assert generation["1"]["new_tokens"] == generation["4"]["new_tokens"] > 0
+
+
+def test_gpu_kit_pins_come_from_requirements():
+    gpu_kit = load_script("gpu_kit")
+
+    pins = gpu_kit.kit_pins((ROOT / "requirements.txt").read_text())
+    assert pins == [
+        "bitsandbytes==0.50.2",
+        "trl==1.16.0",
+        "datasets==5.2.0",
+        "ruamel.yaml==0.19.1",
+        "transformers==5.23.0",
+        "peft==0.21.2",
+        "dill==0.4.1",
+        "multiprocess==0.70.19",
+    ]
+    with pytest.raises(click.ClickException, match="no exact pin for trl"):
+        gpu_kit.kit_pins("bitsandbytes==0.50.2\ntrl>=1.0\n")
+
+
+def test_gpu_kit_trims_bitsandbytes_to_one_cuda_build(tmp_path):
+    gpu_kit = load_script("gpu_kit")
+
+    wheel = tmp_path / "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl"
+    names = ["__init__.py", "libbitsandbytes_cpu.so", "libbitsandbytes_cuda128.so", "libbitsandbytes_cuda130.so"]
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name in names:
+            archive.writestr(f"bitsandbytes/{name}", name * 100)
+        archive.writestr("bitsandbytes-0.50.2.dist-info/RECORD", "stale")
+    assert gpu_kit.trim_bitsandbytes(wheel, "130") == ["bitsandbytes/libbitsandbytes_cuda128.so"]
+    with zipfile.ZipFile(wheel) as archive:
+        kept = archive.namelist()
+        record = archive.read("bitsandbytes-0.50.2.dist-info/RECORD").decode().splitlines()
+    assert kept == [f"bitsandbytes/{n}" for n in names if "128" not in n] + ["bitsandbytes-0.50.2.dist-info/RECORD"]
+    assert [line.split(",")[0] for line in record] == kept
+    data = b"libbitsandbytes_cpu.so" * 100
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    assert record[1] == f"bitsandbytes/libbitsandbytes_cpu.so,sha256={digest},{len(data)}"
+    assert record[-1] == "bitsandbytes-0.50.2.dist-info/RECORD,,"
+    with pytest.raises(click.ClickException, match="no CUDA 118 build"):
+        gpu_kit.trim_bitsandbytes(wheel, "118")
+
+
+def test_gpu_kit_size_check_and_run_command():
+    gpu_kit = load_script("gpu_kit")
+
+    gpu_kit.check_size(60 * 2**20, 4 * 2**20)
+    with pytest.raises(click.ClickException, match="exceed 64 MiB"):
+        gpu_kit.check_size(60 * 2**20, 4 * 2**20 + 1)
+    command = gpu_kit.run_command(".gpukit")
+    assert len(command) <= 2000  # the device tool's limit
+    assert "--target /tmp/site .gpukit/*.whl" in command and "benchmarks/gpu_phi2.py --out $OUT/" in command
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")

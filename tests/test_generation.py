@@ -5,9 +5,15 @@ import json
 
 import click
 import pytest
+import torch
 
-from phisum.generation import cut_at_stop_string, generate_summaries
-from phisum.modeling import check_max_length, load_base_model, load_tokenizer
+from phisum.generation import (
+    NonFiniteScoresError,
+    cut_at_stop_string,
+    generate_summaries,
+    masked_attention_kernels,
+)
+from phisum.modeling import check_max_length, describe_runtime, load_base_model, load_tokenizer
 from phisum.params import ModelParams, ParamsError, QuantizationParams
 from tests.conftest import ROOT
 
@@ -54,3 +60,86 @@ def test_your_own_dialogues_file_is_read_and_checked(tmp_path):
     path.write_text(json.dumps({"id": "y", "dialogue": " "}) + "\n")
     with pytest.raises(click.ClickException, match="line 1 has no `dialogue`"):
         generate.read_extra_dialogues(str(path))
+
+
+class ScriptedPhi:
+    """Wraps a tiny 4-bit Phi so that, whatever the prompt, every row generates `script` greedily.
+
+    The real model runs (cache, masks, left padding); only its last-position logits are replaced.
+    """
+
+    def __init__(self, model, script: list[int], nan_rows: tuple[int, ...] = ()):
+        self.model, self.script, self.nan_rows = model, script, nan_rows
+        self.step = 0
+        original = model.forward
+
+        def forward(*args, **kwargs):
+            past = kwargs.get("past_key_values")
+            self.step = 0 if past is None or past.get_seq_length() == 0 else self.step + 1  # 0: the prefill
+            output = original(*args, **kwargs)
+            step = min(self.step, len(self.script) - 1)
+            logits = torch.full_like(output.logits, -1e4)
+            logits[:, -1, self.script[step]] = 0.0
+            for row in self.nan_rows:
+                if row < logits.shape[0]:
+                    logits[row, -1] = float("nan")
+            output.logits = logits
+            return output
+
+        model.forward = forward
+
+
+@pytest.fixture()
+def tiny_4bit(tiny_model_dir):
+    model_params = ModelParams(name=str(tiny_model_dir), revision=None)
+    quant = QuantizationParams(quant_type="nf4", double_quant=True, compute_dtype="float32")
+    return load_tokenizer(model_params), load_base_model(model_params, quant, torch.float32).eval()
+
+
+PROMPTS = [f"Instruct: Summarize.\n\n#Person1#: Meet on day {i}{' please' * i}?\nOutput:\n" for i in range(5)]
+
+
+def test_a_first_generated_newline_does_not_stop_generation_at_the_prompts_newline(tiny_4bit):
+    tokenizer, model = tiny_4bit
+    newline, eos = tokenizer.convert_tokens_to_ids("Ċ"), tokenizer.eos_token_id
+    words = tokenizer.encode("Tom meets Ann.")
+    ScriptedPhi(model, [newline, *words, eos])
+    batched = generate_summaries(model, tokenizer, PROMPTS, 12, batch_size=4, stop_strings=["\nInstruct:", "\n\n"])
+    single = generate_summaries(model, tokenizer, PROMPTS, 12, batch_size=1, stop_strings=["\nInstruct:", "\n\n"])
+    expected = {"text": "Tom meets Ann.", "new_tokens": 1 + len(words), "stopped": True}
+    assert batched == single == [expected] * len(PROMPTS)
+
+
+def test_a_stop_string_in_the_generated_text_still_stops_and_is_cut(tiny_4bit):
+    tokenizer, model = tiny_4bit
+    newline = tokenizer.convert_tokens_to_ids("Ċ")
+    words = tokenizer.encode("Tom meets Ann.")
+    ScriptedPhi(model, [*words, newline, newline, *words])  # no EOS: only the stop string can end it
+    batched = generate_summaries(model, tokenizer, PROMPTS, 20, batch_size=4, stop_strings=["\n\n"])
+    single = generate_summaries(model, tokenizer, PROMPTS, 20, batch_size=1, stop_strings=["\n\n"])
+    assert batched == single
+    assert all(row["text"] == "Tom meets Ann." and row["stopped"] for row in batched)
+    assert all(row["new_tokens"] == len(words) + 2 for row in batched)  # stopped at once, not at 20
+
+
+def test_non_finite_scores_stop_generation_naming_the_prompts(tiny_4bit):
+    tokenizer, model = tiny_4bit
+    ScriptedPhi(model, [tokenizer.eos_token_id], nan_rows=(1,))
+    with pytest.raises(NonFiniteScoresError) as error:
+        generate_summaries(model, tokenizer, PROMPTS, 4, batch_size=4)
+    # Batches go longest prompt first: row 1 of the first batch is prompt 3.
+    assert error.value.prompts == [3]
+
+
+def test_the_loaded_model_reports_device_dtype_and_sdpa_attention(tiny_4bit):
+    _, model = tiny_4bit
+    assert describe_runtime(model, torch.float32) == "device cpu, compute dtype float32, attention sdpa"
+
+
+def test_masked_attention_on_cuda_allows_only_the_memory_efficient_and_math_kernels():
+    backends = torch.backends.cuda
+    with masked_attention_kernels(torch.device("cuda")):
+        enabled = [backends.flash_sdp_enabled(), backends.cudnn_sdp_enabled(), backends.mem_efficient_sdp_enabled()]
+        assert enabled + [backends.math_sdp_enabled()] == [False, False, True, True]
+    with masked_attention_kernels(torch.device("cpu")):
+        assert backends.flash_sdp_enabled()  # the CPU keeps torch's choice

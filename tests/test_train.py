@@ -4,18 +4,25 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+import trl.kernels.chunked_logprob
+from click.testing import CliRunner
 from peft import get_peft_model
 from transformers import AutoTokenizer, PhiConfig, PhiForCausalLM
 
 from phisum.export import load_unquantized_with_adapter, merge_adapter
 from phisum.modeling import PHI2_DIMS, build_lora_config, count_parameters
 from phisum.params import LoraParams
-from tests.conftest import VENV_BIN, copy_project, run, set_params
+from phisum.profile import apply_overrides
+from phisum.training import plan_processes, select_loss_kernels
+from tests.conftest import ROOT, VENV_BIN, copy_project, run, set_params
+from tests.test_generation import load_stage
+from tests.test_params import committed_params_text
 
 PYTHON = str(VENV_BIN / "python")
 DVC = str(VENV_BIN / "dvc")
@@ -135,3 +142,71 @@ def test_two_cpu_processes_train_data_parallel(repo, tmp_path):
     assert (ddp_repo / "models/adapter/adapter_model.safetensors").exists()
     assert len((ddp_repo / "metrics/curves/plots/metrics/train/loss.tsv").read_text().splitlines()) == 21
     print(f"2-process CPU run of 20 steps: {time.perf_counter() - started:.1f} s wall")
+
+
+def test_one_process_sees_only_the_first_visible_gpu():
+    assert plan_processes(1, "cuda", 2, None) == {"CUDA_VISIBLE_DEVICES": "0"}
+    assert plan_processes(1, "cuda", 2, "3,5") == {"CUDA_VISIBLE_DEVICES": "3"}
+    assert plan_processes(1, "cuda", 1, None) == {}
+    assert plan_processes(2, "cuda", 4, None) == {}  # torchrun: one GPU per process by LOCAL_RANK
+    assert plan_processes(2, "cpu", 0, None) == {}  # gloo processes
+
+
+@pytest.fixture()
+def two_gpus(tmp_path, monkeypatch):
+    """The committed params in an empty directory, CUDA simulated with two GPUs, relaunches recorded."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(committed_params_text())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    train = load_stage("train")
+    calls = []
+    monkeypatch.setattr(train.subprocess, "call", lambda args, env=None: calls.append((args, env)) or 0)
+    return train, calls
+
+
+def test_train_stage_with_two_gpus_and_one_process_reruns_itself_on_the_first(two_gpus):
+    train, calls = two_gpus
+    result = CliRunner().invoke(train.main, [])
+    assert result.exit_code == 0, result.output
+    [(args, env)] = calls
+    assert args == [sys.executable, str(ROOT / "stages/train.py")]
+    assert env["CUDA_VISIBLE_DEVICES"] == "0"
+    assert "1 process and 2 GPUs visible: training on GPU 0 only" in result.output
+
+
+def test_more_processes_than_visible_gpus_is_a_params_error(two_gpus, tmp_path):
+    train, calls = two_gpus
+    text, _ = apply_overrides(committed_params_text(), {"train": {"num_processes": 4}})
+    (tmp_path / "params.yaml").write_text(text)
+    result = CliRunner().invoke(train.main, [])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: train.num_processes: 4 processes need one GPU each, 2 visible; set it to 2 or fewer "
+        "(or make more GPUs visible)\n"
+    )
+    assert calls == [] and list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the stop shown without a usable GPU")
+@pytest.mark.parametrize(("stage", "args"), [("train", []), ("generate", ["--variant", "base"])])
+def test_cuda_device_without_a_usable_gpu_stops_before_any_work(stage, args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(committed_params_text())
+    result = CliRunner().invoke(load_stage(stage).main, args)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: model.device: cuda, but CUDA is not usable here (torch ")
+    assert result.output.endswith("set model.device: cpu to run on the CPU anyway\n")
+    assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]
+
+
+def test_below_compute_capability_8_the_trl_loss_runs_without_triton(monkeypatch):
+    kernels = trl.kernels.chunked_logprob
+    monkeypatch.setattr(kernels, "_TRITON_AVAILABLE", True)  # as on a CUDA machine, where Triton imports
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: (9, 0))
+    assert select_loss_kernels("cuda") is True
+    assert select_loss_kernels("cpu") is False
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: (7, 5))  # a T4
+    assert select_loss_kernels("cuda") is False
+    assert kernels._use_triton(torch.device("cuda")) is False  # what TRL's chunked log-prob asks
