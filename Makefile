@@ -1,11 +1,16 @@
 # make setup   install everything into .venv (both targets below call it)
 # make demo    the embedded CPU pipeline: dvc repro, a lora.r=16 experiment, the metrics diff
 # make test    the test suite (what CI runs)
+# make remote  point DVC at a local directory remote (REMOTE=<dir>); `make demo` does this
+# make review BASE=main   reports/review.md: this revision against BASE (stale check first)
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?=
+# The embedded default DVC remote: a local directory, so `dvc push` / `dvc pull` work offline.
+REMOTE ?= $(HOME)/.cache/phisum/dvc-remote
+BASE ?= main
 export DVC_NO_ANALYTICS := 1
 # The tiny CPU-profile model gains nothing from intra-op threads, and on a small shared machine
 # threads that wait on each other make every op slow (measured: 739 s vs ~65 s for the demo).
@@ -16,7 +21,7 @@ export GIT_AUTHOR_EMAIL ?= $(shell git config user.email || echo demo@phisum.inv
 export GIT_COMMITTER_NAME ?= $(GIT_AUTHOR_NAME)
 export GIT_COMMITTER_EMAIL ?= $(GIT_AUTHOR_EMAIL)
 
-.PHONY: setup demo test lint wordnet
+.PHONY: setup demo test lint wordnet remote review
 
 setup: $(VENV)/.installed
 
@@ -33,7 +38,7 @@ wordnet:
 	$(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -qq && \
 		apt-get install -y -qq --no-install-recommends wordnet-base wordnet-sense-index >/dev/null'
 
-demo: setup
+demo: setup remote
 	$(BIN)/python -m phisum.profile --data "$(DATA)"
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	$(BIN)/dvc exp remove cpu-r32 cpu-r16 >/dev/null 2>&1 || true  # a rerun replaces them
@@ -46,6 +51,15 @@ demo: setup
 	@echo
 	@echo "Done. Open metrics/base.json, metrics/peft.json and reports/qualitative.md."
 	@echo "params.yaml now holds the CPU profile; 'git checkout params.yaml' restores the T4 run."
+
+# In .dvc/config.local (this clone only); a team's shared remote goes in .dvc/config (README).
+remote: setup
+	$(BIN)/dvc remote add --local --force demo "$(abspath $(REMOTE))"
+	$(BIN)/dvc remote default --local demo
+
+# The command CI runs on a pull request (.github/workflows/review.yml); stops if a stage is stale.
+review: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m phisum.review --base "$(BASE)" --out reports/review.md
 
 test: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q

@@ -15,8 +15,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from phisum.files import read_jsonl, replace_dir, write_json, write_jsonl, write_text
+from phisum.files import read_jsonl, replace_dir, write_json, write_jsonl
 from phisum.params import Params, ParamsError, load_params
+from phisum.plots import write_plot_files
 from phisum.scoring import COMPARABLE_METRICS, ResourceError, compare_systems, paired_bootstrap, score_groups
 from phisum.stress import aggregate_scores, score_summary
 
@@ -63,22 +64,6 @@ def compare(params: Params, per_dialogue: dict[str, list[dict]], scored: dict[st
     return result
 
 
-def plot_rows(metrics: dict[str, dict], scored: dict[str, dict]) -> tuple[str, str]:
-    """CSV for `dvc plots`: headline scores per model, and prediction lengths per dialogue."""
-    scores = ["model,metric,value"]
-    for variant in VARIANTS:
-        headline = metrics[variant]["multi_ref"]
-        flat = {k: v for k, v in headline.items() if isinstance(v, float) and k != "prediction_words"}
-        if isinstance(headline.get("bertscore"), dict):
-            flat["bertscore_f1"] = headline["bertscore"]["f1"]
-        flat.update({f"stress_{k}": v for k, v in metrics[variant]["stress"].items() if k != "cases"})
-        scores += [f"{variant},{name},{value}" for name, value in flat.items()]
-    lengths = ["model,dialogue,words"]
-    for variant in VARIANTS:
-        lengths += [f"{variant},{row['id']},{len(row['prediction'].split())}" for row in scored[variant]["test"]]
-    return "\n".join(scores) + "\n", "\n".join(lengths) + "\n"
-
-
 @click.command()
 def main() -> None:
     try:
@@ -104,9 +89,7 @@ def main() -> None:
         replace_dir(tmp_dir, SCORED_DIR / variant)
         write_json(Path(f"metrics/{variant}.json"), metrics[variant])
     write_json(Path("metrics/compare.json"), comparison)
-    scores_csv, lengths_csv = plot_rows(metrics, scored)
-    write_text(PLOTS_DIR / "scores.csv", scores_csv)
-    write_text(PLOTS_DIR / "lengths.csv", lengths_csv)
+    write_plot_files(PLOTS_DIR, metrics, scored)
     rouge1 = comparison["multi_ref"]["rouge1"]
     click.echo(
         f"  ROUGE-1 {metrics['base']['multi_ref']['rouge1']} -> {metrics['peft']['multi_ref']['rouge1']} "
