@@ -11,6 +11,9 @@ DATA ?=
 # The embedded default DVC remote: a local directory, so `dvc push` / `dvc pull` work offline.
 REMOTE ?= $(HOME)/.cache/phisum/dvc-remote
 BASE ?= main
+# Experiments commit (and queued ones copy) what git tracks or stages: keep the profile's .dvc files
+# (tiny model, data) and dvc.lock staged, as `exp save` / `exp apply` leave them untracked.
+STAGE_TRACKED = git add -- '*.dvc' dvc.lock
 export DVC_NO_ANALYTICS := 1
 # The tiny CPU-profile model gains nothing from intra-op threads, and on a small shared machine
 # threads that wait on each other make every op slow (measured: 739 s vs ~65 s for the demo).
@@ -21,7 +24,7 @@ export GIT_AUTHOR_EMAIL ?= $(shell git config user.email || echo demo@phisum.inv
 export GIT_COMMITTER_NAME ?= $(GIT_AUTHOR_NAME)
 export GIT_COMMITTER_EMAIL ?= $(GIT_AUTHOR_EMAIL)
 
-.PHONY: setup demo test lint wordnet remote review
+.PHONY: setup demo test lint wordnet remote review actionlint
 
 setup: $(VENV)/.installed
 
@@ -43,11 +46,13 @@ demo: setup remote
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	$(BIN)/dvc exp remove cpu-r32 cpu-r16 >/dev/null 2>&1 || true  # a rerun replaces them
 	$(BIN)/dvc exp save --force -n cpu-r32 -I metrics -I reports
+	$(STAGE_TRACKED)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run -n cpu-r16 -S lora.r=16
 	$(BIN)/dvc exp show --no-pager --md --drop '.*' \
 		--keep 'Experiment|lora.r|last_loss|.*multi_ref.rouge1'
 	$(BIN)/dvc metrics diff cpu-r32 cpu-r16 --md
 	$(BIN)/dvc exp apply cpu-r32
+	$(STAGE_TRACKED)
 	@echo
 	@echo "Done. Open metrics/base.json, metrics/peft.json and reports/qualitative.md."
 	@echo "params.yaml now holds the CPU profile; 'git checkout params.yaml' restores the T4 run."
@@ -60,6 +65,10 @@ remote: setup
 # The command CI runs on a pull request (.github/workflows/review.yml); stops if a stage is stale.
 review: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m phisum.review --base "$(BASE)" --out reports/review.md
+
+# Optional: the workflow linter for the CI workflow test (needs GitHub releases; the test skips without it).
+actionlint: setup
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements-actionlint.txt
 
 test: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q

