@@ -178,25 +178,21 @@ def verdict(name: str, result: dict) -> str:
 
 
 def paired_deltas(
-    base_rows: dict[str, dict], this_rows: dict[str, dict], names: list[str], resamples: int, seed: int, field=None
+    base_scores: dict[str, dict], this_scores: dict[str, dict], names: list[str], resamples: int, seed: int
 ) -> tuple[dict[str, dict], int]:
-    """{name: paired_bootstrap(base, this)} over the ids both revisions scored; and that id count."""
-    common = sorted(set(base_rows) & set(this_rows))
+    """{name: paired_bootstrap(base, this)} over the ids both revisions scored ({id: {name: score}}); that id count.
+
+    A score that some row of either revision lacks (a metric switched off) is left out.
+    """
+    common = sorted(set(base_scores) & set(this_scores))
     if not common:
         raise ReviewError("the two revisions scored no test dialogue in common: the comparison needs the same test set")
     results = {}
     for name in names:
-
-        def value(row: dict, name=name) -> float | None:
-            found = (row.get(field) or {}) if field else row
-            return found.get(name)
-
-        pairs = [(value(base_rows[i]), value(this_rows[i])) for i in common]
-        if all(a is not None and b is not None for a, b in pairs):
-            base, this = zip(*pairs, strict=True)
-            results[name] = paired_bootstrap(
-                [float(v) for v in base], [float(v) for v in this], resamples=resamples, seed=seed
-            )
+        if all(name in scores[i] for scores in (base_scores, this_scores) for i in common):
+            old = [float(base_scores[i][name]) for i in common]
+            new = [float(this_scores[i][name]) for i in common]
+            results[name] = paired_bootstrap(old, new, resamples=resamples, seed=seed)
     return results, len(common)
 
 
@@ -240,7 +236,8 @@ def build_review(base: str, top: int = 5, resamples: int = 1000, seed: int = 42)
 
     scored = {rev: read_rows(SCORED_TEST.format(model="peft"), rev) for rev in labels}
     names = [m for m in COMPARABLE_METRICS if m != "bleu"]  # corpus BLEU has no per-dialogue score on disk
-    deltas, count = paired_deltas(scored[base], scored[None], names, resamples, seed, field="scores")
+    per_dialogue = {rev: {i: row["scores"] for i, row in rows.items()} for rev, rows in scored.items()}
+    deltas, count = paired_deltas(per_dialogue[base], per_dialogue[None], names, resamples, seed)
     stress = {rev: read_rows(SCORED_STRESS.format(model="peft"), rev) for rev in labels}
     stress_deltas, stress_count = paired_deltas(stress[base], stress[None], list(STRESS_SCORES), resamples, seed)
     lines += [
