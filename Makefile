@@ -2,11 +2,19 @@
 # make demo    the embedded CPU pipeline: dvc repro, a lora.r=16 experiment, the metrics diff
 # make test    the test suite (what CI runs)
 # make gpu-kit  wheels for benchmarks/gpu_phi2.py on the lent H200 (.gpukit/, < 64 MiB) and the command to run it
+# make remote  point DVC at a local directory remote (REMOTE=<dir>); `make demo` does this
+# make review BASE=main   reports/review.md: this revision against BASE (stale check first)
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?=
+# The embedded default DVC remote: a local directory, so `dvc push` / `dvc pull` work offline.
+REMOTE ?= $(HOME)/.cache/phisum/dvc-remote
+BASE ?= main
+# Experiments commit (and queued ones copy) what git tracks or stages: keep the profile's .dvc files
+# (tiny model, data) and dvc.lock staged, as `exp save` / `exp apply` leave them untracked.
+STAGE_TRACKED = git add -- '*.dvc' dvc.lock
 export DVC_NO_ANALYTICS := 1
 # The tiny CPU-profile model gains nothing from intra-op threads, and on a small shared machine
 # threads that wait on each other make every op slow (measured: 739 s vs ~65 s for the demo).
@@ -17,7 +25,7 @@ export GIT_AUTHOR_EMAIL ?= $(shell git config user.email || echo demo@phisum.inv
 export GIT_COMMITTER_NAME ?= $(GIT_AUTHOR_NAME)
 export GIT_COMMITTER_EMAIL ?= $(GIT_AUTHOR_EMAIL)
 
-.PHONY: setup demo test lint wordnet gpu-kit
+.PHONY: setup demo test lint wordnet gpu-kit remote review actionlint
 
 setup: $(VENV)/.installed
 
@@ -34,21 +42,36 @@ wordnet:
 	$(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -qq && \
 		apt-get install -y -qq --no-install-recommends wordnet-base wordnet-sense-index >/dev/null'
 
-demo: setup
+demo: setup remote
 	$(BIN)/python -m phisum.profile --data "$(DATA)"
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	$(BIN)/dvc exp remove cpu-r32 cpu-r16 >/dev/null 2>&1 || true  # a rerun replaces them
 	$(BIN)/dvc exp save --force -n cpu-r32 -I metrics -I reports
+	$(STAGE_TRACKED)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run -n cpu-r16 -S lora.r=16
 	$(BIN)/dvc exp show --no-pager --md --drop '.*' \
 		--keep 'Experiment|lora.r|last_loss|.*pooled_reference.rouge1'
 	$(BIN)/dvc metrics diff cpu-r32 cpu-r16 --md
 	$(BIN)/dvc exp apply cpu-r32
+	$(STAGE_TRACKED)
 	@echo
 	$(BIN)/python stages/evaluate.py --summary
 	@echo
 	@echo "Done. Open metrics/base.json, metrics/peft.json and reports/qualitative.md."
 	@echo "params.yaml now holds the CPU profile; 'git checkout params.yaml' restores the T4 run."
+
+# In .dvc/config.local (this clone only); a team's shared remote goes in .dvc/config (README).
+remote: setup
+	$(BIN)/dvc remote add --local --force demo "$(abspath $(REMOTE))"
+	$(BIN)/dvc remote default --local demo
+
+# The command CI runs on a pull request (.github/workflows/review.yml); stops if a stage is stale.
+review: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m phisum.review --base "$(BASE)" --out reports/review.md
+
+# Optional: the workflow linter for the CI workflow test (needs GitHub releases; the test skips without it).
+actionlint: setup
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements-actionlint.txt
 
 test: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q

@@ -3,6 +3,9 @@
     python -m phisum.profile [--data DIR]
 
 Only the keys in profiles/cpu.yaml change; comments stay. `git checkout params.yaml` undoes it.
+The model and data directories it builds (and a --data directory inside the repository) are
+`dvc add`ed and their .dvc files staged in git: queued experiments (`dvc exp run --queue`) run in a
+copy of the git repository and only find what git or DVC tracks.
 """
 
 from __future__ import annotations
@@ -49,6 +52,26 @@ def apply_overrides(params_text: str, overrides: dict) -> tuple[str, list[str]]:
     return buffer.getvalue(), changes
 
 
+def track_with_dvc(paths: list[Path]) -> None:
+    """`dvc add` the directories and stage their .dvc files and .gitignore entries in git."""
+    from dvc.repo import Repo
+    from scmrepo.noscm import NoSCM
+
+    with Repo() as repo:
+        repo.add([str(path) for path in paths])
+        staged = [f"{path}.dvc" for path in paths] + [str(path.parent / ".gitignore") for path in paths]
+        if not isinstance(repo.scm, NoSCM):  # outside git there is nothing to stage
+            repo.scm.add(sorted(set(staged)))
+
+
+def inside_repo(path: Path) -> Path | None:
+    """`path` relative to the working directory (the repository root) if it lies inside it, else None."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return None
+
+
 def first_dialogue_ids(data_dir: Path, count: int) -> list[str]:
     """Row ids of the first `count` distinct test dialogues."""
     rows, _ = read_local_split(data_dir, "test")
@@ -70,7 +93,9 @@ def main(data_dir: str) -> None:
 def switch_to_cpu_profile(data_dir: str) -> None:
     params = parse_params(read_yaml(PARAMS_PATH.read_text(encoding="utf-8")))
     if data_dir:
-        source = Path(data_dir).resolve()
+        # Inside the repository: a relative path DVC can track. Outside: absolute, seen by runs on this
+        # machine only (a queued experiment too, but not a clone elsewhere).
+        source = inside_repo(Path(data_dir)) or Path(data_dir).resolve()
     else:
         write_dataset(SYNTHETIC_DIR, params.seed, SYNTHETIC_SIZES)
         source = SYNTHETIC_DIR
@@ -80,6 +105,11 @@ def switch_to_cpu_profile(data_dir: str) -> None:
     texts = [params.prompt.template] + [f"{r.get('dialogue', '')}\n{r.get('summary', '')}" for r in rows]
     build_tiny_model(texts, TINY_MODEL_DIR, params.seed)
     click.echo(f"built tiny Phi model in {TINY_MODEL_DIR}/ (tokenizer trained on {len(rows)} {SPLITS[0]} rows)")
+    tracked = [TINY_MODEL_DIR] + ([source] if not source.is_absolute() else [])
+    track_with_dvc(tracked)
+    click.echo(f"dvc add {' '.join(map(str, tracked))} (the .dvc files are staged: commit them with params.yaml)")
+    if source.is_absolute():
+        click.echo(f"note: {source} is outside the repository: DVC does not track it and a clone cannot pull it")
 
     overrides = read_yaml(PROFILE_PATH.read_text(encoding="utf-8"))
     overrides["model"]["name"] = str(TINY_MODEL_DIR)

@@ -19,8 +19,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from phisum.files import read_jsonl, replace_dir, write_json, write_jsonl, write_text
+from phisum.files import read_jsonl, replace_dir, write_json, write_jsonl
 from phisum.params import Params, ParamsError, load_params
+from phisum.plots import write_plot_files
 from phisum.scoring import (
     BLEU_STATS,
     COMPARISONS,
@@ -107,22 +108,6 @@ def compare(params: Params, per_dialogue: dict[str, list[dict]], scored: dict[st
     return result
 
 
-def plot_rows(metrics: dict[str, dict], scored: dict[str, dict]) -> tuple[str, str]:
-    """CSV for `dvc plots`: headline scores per model, and prediction lengths per dialogue."""
-    scores = ["model,metric,value"]
-    for variant in VARIANTS:
-        headline = {**metrics[variant]["best_reference"], **metrics[variant]["all_references"]}
-        flat = {k: v for k, v in headline.items() if isinstance(v, float) and k != "prediction_words"}
-        if isinstance(headline.get("bertscore"), dict):
-            flat["bertscore_f1"] = headline["bertscore"]["f1"]
-        flat.update({f"stress_{k}": v for k, v in metrics[variant]["stress"].items() if k != "cases"})
-        scores += [f"{variant},{name},{value}" for name, value in flat.items()]
-    lengths = ["model,dialogue,words"]
-    for variant in VARIANTS:
-        lengths += [f"{variant},{row['id']},{len(row['prediction'].split())}" for row in scored[variant]["test"]]
-    return "\n".join(scores) + "\n", "\n".join(lengths) + "\n"
-
-
 def summary_table(metrics: dict[str, dict], comparison: dict) -> str:
     """Markdown: base, PEFT and the human ceiling side by side, then the stress test with its interval."""
 
@@ -193,9 +178,7 @@ def main(summary: bool) -> None:
         write_json(METRICS_DIR / f"{variant}.json", metrics[variant])
     write_json(METRICS_DIR / "human.json", human)
     write_json(METRICS_DIR / "compare.json", comparison)
-    scores_csv, lengths_csv = plot_rows(metrics, scored)
-    write_text(PLOTS_DIR / "scores.csv", scores_csv)
-    write_text(PLOTS_DIR / "lengths.csv", lengths_csv)
+    write_plot_files(PLOTS_DIR, metrics, scored)
     if "rouge" in params.evaluate.metrics:
         for protocol in ("pooled_reference", "best_reference"):
             rouge1, base, peft = comparison[protocol]["rouge1"], metrics["base"], metrics["peft"]

@@ -3,6 +3,7 @@ import random
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,26 @@ def set_params(repo: Path, overrides: dict) -> None:
 
     text, _ = apply_overrides((repo / "params.yaml").read_text(), overrides)
     (repo / "params.yaml").write_text(text)
+
+
+FAKE_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file can contain it by accident
+
+
+@pytest.fixture(scope="session")
+def demo_repo(tmp_path_factory) -> tuple[Path, str]:
+    """A fresh clone-like copy of the project after `make demo` (shared: copy it before changing it)."""
+    repo = copy_project(tmp_path_factory.mktemp("clone"))
+    venv = VENV_BIN.parent
+    remote = tmp_path_factory.mktemp("dvc-remote")
+    # -o: treat the (shared) venv as up to date; setup would re-point its editable install at the copy.
+    fake_token = {"HF_TOKEN": FAKE_TOKEN, "HUGGING_FACE_HUB_TOKEN": FAKE_TOKEN}
+    output = run(
+        ["make", "-o", f"{venv}/.installed", "demo", f"VENV={venv}", f"REMOTE={remote}"], repo, extra_env=fake_token
+    )
+    return repo, output
+
+
+def copy_demo(demo: Path, dest: Path) -> Path:
+    """A copy of the demo workspace (git history, experiments, DVC cache) that a test may change."""
+    shutil.copytree(demo, dest, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
+    return dest

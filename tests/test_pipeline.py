@@ -1,29 +1,16 @@
 """The real pipeline, end to end, on the CPU profile: `make demo` in a fresh git repo, then its promises."""
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 from rouge_score import rouge_scorer
 
-from tests.conftest import VENV_BIN, copy_project, run
+from tests.conftest import FAKE_TOKEN, VENV_BIN, run
 
 pytestmark = pytest.mark.slow
 DVC = str(VENV_BIN / "dvc")
-FAKE_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file can contain it by accident
-
-
-@pytest.fixture(scope="module")
-def demo_repo(tmp_path_factory) -> tuple[Path, str]:
-    """A fresh clone-like copy of the project after `make demo`."""
-    repo = copy_project(tmp_path_factory.mktemp("clone"))
-    venv = VENV_BIN.parent
-    # -o: treat the (shared) venv as up to date; setup would re-point its editable install at the copy.
-    fake_token = {"HF_TOKEN": FAKE_TOKEN, "HUGGING_FACE_HUB_TOKEN": FAKE_TOKEN}
-    output = run(["make", "-o", f"{venv}/.installed", "demo", f"VENV={venv}"], repo, extra_env=fake_token)
-    return repo, output
 
 
 def read_json(path: Path) -> dict:

@@ -1,0 +1,122 @@
+"""Review of a change, as CI runs it: the demo's r=32 run committed on main, its r=16 run on a branch,
+both pushed to the demo's local DVC remote; a fresh clone pulls and runs `make review BASE=...`."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from phisum.scoring import paired_bootstrap
+from tests.conftest import ROOT, VENV_BIN, copy_demo, run
+
+pytestmark = pytest.mark.slow
+DVC = str(VENV_BIN / "dvc")
+MAKE = ["make", "-o", f"{VENV_BIN.parent}/.installed", f"VENV={VENV_BIN.parent}"]
+
+
+def dvc_remote(repo: Path) -> str:
+    return run([DVC, "remote", "list", "--local"], repo).split()[1]
+
+
+def rows_by_id(path: Path) -> dict[str, dict]:
+    return {row["id"]: row for row in map(json.loads, path.read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def team(demo_repo, tmp_path_factory) -> dict:
+    """origin: main = the r=32 run, pr-r16 = the r=16 run, both pushed. Scores of both kept for checks."""
+    origin = copy_demo(demo_repo[0], tmp_path_factory.mktemp("team") / "origin")
+    run(["git", "branch", "-M", "main"], origin)
+    run(["git", "add", "-A"], origin)
+    run(["git", "commit", "-qm", "CPU profile, r=32 run"], origin)
+    run([DVC, "push"], origin)
+    scores = {"main": rows_by_id(origin / "data/scored/peft/test.jsonl")}
+    files = {"main": {p: (origin / p).read_bytes() for p in ("models/adapter/adapter_model.safetensors",)}}
+    files["main"]["data/predictions/peft/test.jsonl"] = (origin / "data/predictions/peft/test.jsonl").read_bytes()
+    run(["git", "checkout", "-q", "-b", "pr-r16"], origin)
+    run([DVC, "exp", "apply", "cpu-r16"], origin)
+    run(["git", "add", "-A"], origin)
+    run(["git", "commit", "-qm", "try LoRA r=16"], origin)
+    run([DVC, "push"], origin)
+    scores["pr"] = rows_by_id(origin / "data/scored/peft/test.jsonl")
+    return {"origin": origin, "remote": dvc_remote(origin), "scores": scores, "files": files}
+
+
+def fresh_clone(team: dict, dest: Path, branch: str) -> Path:
+    """`git clone`, the local remote configured by the Makefile, `dvc pull`: what a teammate or CI does."""
+    run(["git", "clone", "-q", "-b", branch, str(team["origin"]), str(dest)], dest.parent)
+    run([*MAKE, "remote", f"REMOTE={team['remote']}"], dest)
+    run([DVC, "pull"], dest)
+    return dest
+
+
+def test_pull_into_a_fresh_clone_restores_the_run(team, tmp_path):
+    clone = fresh_clone(team, tmp_path / "clone", "main")
+    assert "Data and pipelines are up to date." in run([DVC, "repro"], clone)
+    for path, content in team["files"]["main"].items():
+        assert (clone / path).read_bytes() == content, path
+    assert not (clone / ".dvc/cache").samefile(team["origin"] / ".dvc/cache")
+
+
+def test_review_of_the_r16_branch_against_main(team, tmp_path):
+    clone = fresh_clone(team, tmp_path / "ci", "pr-r16")
+    run(["git", "fetch", "-q", "origin", "main"], clone)
+    output = run([*MAKE, "review", "BASE=origin/main"], clone)
+    report = (clone / "reports/review.md").read_text()
+    assert "wrote reports/review.md" in output
+    assert "Params changed: `lora.r`: 32 -> 16" in report
+    # Headline table: PEFT ROUGE-1 of both revisions, as in their metrics files.
+    main_peft = json.loads(run(["git", "show", "origin/main:metrics/peft.json"], clone))
+    this_peft = json.loads((clone / "metrics/peft.json").read_text())
+    row = next(line for line in report.splitlines() if line.startswith("| ROUGE-1 pooled |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    main_rouge1, this_rouge1 = (peft["pooled_reference"]["rouge1"] for peft in (main_peft, this_peft))
+    assert cells[3:] == [f"{main_rouge1:.4g}", f"{this_rouge1:.4g}"]
+    # r=16 minus r=32 on ROUGE-1, paired over the 60 test dialogues, from the per-dialogue scores of both runs.
+    ids = sorted(team["scores"]["main"])
+    assert len(ids) == 60
+    old = [team["scores"]["main"][i]["scores"]["rouge1"] for i in ids]
+    new = [team["scores"]["pr"][i]["scores"]["rouge1"] for i in ids]
+    delta = sum(new) / 60 - sum(old) / 60
+    interval = paired_bootstrap(old, new, resamples=1000, seed=42)
+    line = next(line for line in report.splitlines() if line.startswith("| rouge1 |"))
+    word = "better" if delta > 0 else "worse"
+    assert f"{word} by {abs(delta):.4f} [{interval['ci_low']:+.4f}, {interval['ci_high']:+.4f}]" in line
+    assert "60 test dialogues (and 40 stress cases)" in report
+    for key in ("final_time_correct", "red_herring", "action_item_recall"):
+        assert f"| stress: {key} |" in report
+    # The five dialogues whose summaries changed most, side by side with both summaries.
+    sections = re.findall(r"^### (\S+) \(ROUGE-L between the two summaries ([0-9.]+)\)", report, re.M)
+    assert len(sections) == 5
+    first = sections[0][0]
+    assert team["scores"]["main"][first]["prediction"].split()[0] in report
+
+
+def test_review_stops_on_a_stale_stage_and_writes_nothing(team, tmp_path):
+    clone = fresh_clone(team, tmp_path / "stale", "pr-r16")
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    text = (clone / "params.yaml").read_text().replace(f"dropout: {params['lora']['dropout']}", "dropout: 0.1", 1)
+    (clone / "params.yaml").write_text(text)
+    done = subprocess.run([*MAKE, "review", "BASE=main"], cwd=clone, capture_output=True, text=True)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert errors and errors[0].startswith("Error: stage train is stale (changed deps: params.yaml[lora])"), done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (clone / "reports/review.md").exists()
+
+
+def test_ci_workflow_runs_the_review_command_and_passes_actionlint():
+    workflow_path = ROOT / ".github/workflows/review.yml"
+    workflow = yaml.safe_load(workflow_path.read_text())
+    steps = workflow["jobs"]["review"]["steps"]
+    commands = "\n".join(step.get("run", "") for step in steps)
+    assert "dvc pull" in commands and 'make review BASE="$BASE"' in commands and "gh pr comment" in commands
+    actionlint = shutil.which("actionlint", path=f"{VENV_BIN}:{shutil.os.environ['PATH']}")
+    if actionlint is None:
+        pytest.skip("actionlint not installed: `make actionlint` (requirements-actionlint.txt; needs GitHub)")
+    done = subprocess.run([actionlint, str(workflow_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
