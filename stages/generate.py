@@ -20,7 +20,7 @@ from transformers import set_seed
 from phisum.data import group_by_dialogue
 from phisum.files import read_jsonl, replace_dir, write_json, write_jsonl
 from phisum.generation import generate_summaries
-from phisum.modeling import load_base_model, load_tokenizer, resolve_compute_dtype
+from phisum.modeling import check_model_source, load_base_model, load_tokenizer, resolve_compute_dtype
 from phisum.params import Params, ParamsError, load_params
 from phisum.prompt import build_prompt
 from phisum.stress import make_stress_cases
@@ -94,6 +94,7 @@ def generate(params: Params, test_rows: list[dict], adapter_dir: Path | None) ->
 def main(variant: str) -> None:
     try:
         params = load_params()
+        check_model_source(params.model)
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
     adapter_dir = ADAPTER_DIR if variant == "peft" else None

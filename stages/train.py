@@ -30,6 +30,7 @@ from phisum.files import read_jsonl, replace_dir, write_json
 from phisum.modeling import (
     TargetModuleError,
     build_lora_config,
+    check_model_source,
     count_parameters,
     load_tokenizer,
     resolve_compute_dtype,
@@ -148,6 +149,7 @@ def relaunch_data_parallel(num_processes: int) -> int:
 def main() -> None:
     try:
         params = load_params()
+        check_model_source(params.model)
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
     if params.train.num_processes > 1 and "LOCAL_RANK" not in os.environ:

@@ -137,3 +137,123 @@ def test_make_demo_with_bad_data_stops_naming_file_and_row(tmp_path, name, conte
     assert errors and expected in errors[0], output[-3000:]
     assert "Traceback" not in output
     assert not (repo / "metrics/base.json").exists()
+
+
+# Names that resolve to nothing, without the hub: (param overrides, the start of the one-line error).
+MISSING_NAMES = [
+    ({"model": {"name": ""}}, "model.name: empty; set a hub id (e.g. microsoft/phi-2) or a local model directory"),
+    ({"model": {"name": "./models/phi-2-local"}}, "model.name: './models/phi-2-local' is no directory under "),
+    ({"model": {"name": "weights"}}, "model.name: weights has no config.json; use a directory saved by"),
+    ({"data": {"source": ""}}, "data.source: empty; set a hub dataset id (e.g. neil-code/dialogsum-test)"),
+    ({"data": {"source": "/no/such/dialogsum"}}, "data.source: '/no/such/dialogsum' is no directory under "),
+    ({"data": {"source": "params.yaml"}}, "data.source: params.yaml is a file; point it at the directory"),
+]
+QUEUE_HINT = "a queued experiment (dvc exp run --queue) sees only git- or DVC-tracked files"
+
+
+@pytest.fixture()
+def tiny_stage_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+    """The working directory, with params naming the tiny model and a small local dataset."""
+    from phisum.synthetic import write_dataset
+
+    write_dataset(tmp_path / "dialogsum", seed=0, sizes={"train": 6, "validation": 3, "test": 3})
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "params.yaml").write_text(committed_params_text())
+    set_params(
+        tmp_path,
+        {
+            "model": {"name": str(tiny_model_dir), "revision": None},
+            "data": {"source": str(tmp_path / "dialogsum"), "revision": None},
+            "prompt": {"max_length": 256},
+            "generate": {"max_new_tokens": 32},
+        },
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def nothing_written(stage_dir: Path) -> bool:
+    return sorted(p.name for p in stage_dir.iterdir()) == ["dialogsum", "params.yaml", "weights"]
+
+
+def invoke_prepare() -> str:
+    """prepare's click main in this process; returns its one `Error:` line."""
+    from click.testing import CliRunner
+
+    from stages.prepare import main
+
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    errors = result.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("Error: "), result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), MISSING_NAMES, ids=[e[:40] for _, e in MISSING_NAMES])
+def test_names_that_resolve_to_nothing_stop_prepare_in_one_line(tiny_stage_dir, overrides, expected):
+    set_params(tiny_stage_dir, overrides)
+    error = invoke_prepare()
+    assert error.startswith(f"Error: {expected}")
+    if "no directory under" in expected:
+        assert f"no directory under {tiny_stage_dir} and not a hub id" in error and QUEUE_HINT in error
+    assert nothing_written(tiny_stage_dir)
+
+
+def hub_error(cls, message: str):
+    import httpx2
+
+    return cls(message, response=httpx2.Response(404, request=httpx2.Request("GET", "https://huggingface.co/api")))
+
+
+def test_a_revision_the_hub_does_not_have_is_named(tiny_stage_dir, tiny_model_dir, monkeypatch):
+    """The hub's answer for an unknown revision (stood in for: there is no hub here)."""
+    import datasets
+    import huggingface_hub
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    def no_such_revision(*args, **kwargs):
+        raise hub_error(RevisionNotFoundError, "404 Revision Not Found")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_such_revision)
+    set_params(tiny_stage_dir, {"model": {"name": "microsoft/phi-2", "revision": "v9"}})
+    assert invoke_prepare() == (
+        "Error: model.revision: 'v9' is no commit, branch or tag of microsoft/phi-2; use a full commit hash from "
+        "the hub, or null for the latest"
+    )
+    monkeypatch.undo()
+    monkeypatch.chdir(tiny_stage_dir)
+    monkeypatch.setattr(datasets, "load_dataset", no_such_revision)
+    set_params(tiny_stage_dir, {"model": {"name": str(tiny_model_dir)}})
+    set_params(tiny_stage_dir, {"data": {"source": "neil-code/dialogsum-test", "revision": "v9"}})
+    assert invoke_prepare() == (
+        "Error: data.revision: 'v9' is no commit, branch or tag of neil-code/dialogsum-test; use a commit hash "
+        "from the hub, or null for the latest"
+    )
+    assert nothing_written(tiny_stage_dir)
+
+
+def run_stage(stage_dir: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
+    command = [sys.executable, str(ROOT / "stages" / script), *args]
+    return subprocess.run(command, cwd=stage_dir, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("script", "overrides", "expected"),
+    [
+        ("prepare.py", {"data": {"source": "nobody/no-such-data"}}, "data.source: 'nobody/no-such-data'"),
+        ("train.py", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
+        ("generate.py", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
+    ],
+    ids=["prepare-data", "train-model", "generate-model"],
+)
+def test_offline_hub_names_fail_in_one_line_in_every_stage_that_loads_them(tiny_stage_dir, script, overrides, expected):
+    """models/tiny-phi in a queued experiment: the CPU profile's model directory is not in git."""
+    set_params(tiny_stage_dir, overrides)
+    done = run_stage(tiny_stage_dir, script, *(["--variant", "base"] if script == "generate.py" else []))
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert done.returncode == 1 and len(errors) == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert errors[0].startswith(f"Error: {expected} is no directory under {tiny_stage_dir}, and the hub is unreachable")
+    assert QUEUE_HINT in errors[0]
+    assert nothing_written(tiny_stage_dir)
