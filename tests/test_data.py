@@ -279,3 +279,33 @@ def test_headers_and_encodings_that_cannot_be_read_as_one_table(tmp_path, conten
     write_splits(tmp_path, content)
     with pytest.raises(DataError, match=message):
         load_splits(str(tmp_path), None)
+
+
+def test_jsonl_rows_without_an_id_are_named_by_position_found_by_fuzzing(tmp_path, tokenizer):
+    """The fuzzer's case: a row with no `id` key ended in KeyError: 'id'."""
+    write_splits(tmp_path, "id,dialogue,summary,topic\nt_1,#Person1#: Hi.,ok,t\n")
+    (tmp_path / "train.csv").unlink()
+    (tmp_path / "train.jsonl").write_text(
+        '{"id": "a", "dialogue": "0", "summary": "0"}\n{}\n{"dialogue": "x", "summary": "y"}\n'
+    )
+    rows, where = load_splits(str(tmp_path), None)["train"]
+    with pytest.raises(DataError, match=r"train.jsonl: row 2: empty id; fix the data, or set data.on_bad_rows: drop"):
+        prepare_split(rows, where, TEMPLATE, tokenizer, 512, None)
+    prepared, stats = prepare_split(rows, where, TEMPLATE, tokenizer, 512, None, "drop")
+    assert [r["id"] for r in prepared] == ["a"]
+    assert stats.to_dict()["dropped"] == {"empty_id": 2}
+
+
+def test_values_that_are_not_text_are_dropped_and_counted(tmp_path, tokenizer):
+    rows = [row("a"), row("b", dialogue=["#Person1#: Hi."]), row("c", summary={"text": "x"}), row(True)]
+    prepared, stats = prepare_split(rows, "train.jsonl", TEMPLATE, tokenizer, 512, None, "drop")
+    assert [r["id"] for r in prepared] == ["a"]
+    assert stats.to_dict()["dropped"] == {"dialogue_not_text": 1, "id_not_text": 1, "summary_not_text": 1}
+
+
+def test_a_lone_surrogate_escape_in_jsonl_is_named(tmp_path):
+    write_splits(tmp_path, "id,dialogue,summary,topic\nt_1,#Person1#: Hi.,ok,t\n")
+    (tmp_path / "train.csv").unlink()
+    (tmp_path / "train.jsonl").write_text('{"id": "a", "dialogue": "\\ud800", "summary": "s"}\n')
+    with pytest.raises(DataError, match="train.jsonl line 1: a \\\\u escape that is not a character"):
+        load_splits(str(tmp_path), None)
