@@ -1,5 +1,6 @@
 """Failing early and cleanly: bad params through the real CLI, atomic writes under SIGKILL."""
 
+import csv
 import os
 import signal
 import subprocess
@@ -257,3 +258,37 @@ def test_offline_hub_names_fail_in_one_line_in_every_stage_that_loads_them(tiny_
     assert errors[0].startswith(f"Error: {expected} is no directory under {tiny_stage_dir}, and the hub is unreachable")
     assert QUEUE_HINT in errors[0]
     assert nothing_written(tiny_stage_dir)
+
+
+def test_curves_stay_whole_when_training_dies_in_the_middle_of_an_append(tmp_path, monkeypatch):
+    """DVCLive appends to its .tsv files; the published curves must never hold a torn line."""
+    from dvclive.plots.metric import Metric
+    from transformers import TrainerControl, TrainerState
+
+    from phisum.tracking import DVCLiveCurves
+
+    live_dir = tmp_path / "curves"
+    curves, state, control = DVCLiveCurves(live_dir), TrainerState(), TrainerControl()
+    curves.on_train_begin(None, state, control)
+    for step, loss in [(1, 2.5), (2, 2.25)]:
+        state.global_step = step
+        curves.on_log(None, state, control, logs={"loss": loss, "learning_rate": 1e-4, "grad_norm": 0.5})
+
+    def torn_append(self, val, **kwargs):
+        with open(self.output_path, "a", encoding="utf-8") as handle:
+            handle.write("17000000")  # half a row, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Metric, "dump", torn_append)
+    state.global_step = 3
+    with pytest.raises(KeyboardInterrupt):
+        curves.on_log(None, state, control, logs={"loss": 2.0, "learning_rate": 1e-4, "grad_norm": 0.5})
+    with (live_dir / "plots/metrics/train/loss.tsv").open() as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [(row["step"], row["loss"]) for row in rows] == [("1", "2.5"), ("2", "2.25")]
+    assert all(None not in row and None not in row.values() for row in rows)
+    assert sorted(p.name for p in (live_dir / "plots/metrics/train").iterdir()) == [
+        "grad_norm.tsv",
+        "learning_rate.tsv",
+        "loss.tsv",
+    ]
