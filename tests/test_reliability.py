@@ -1,6 +1,7 @@
 """Failing early and cleanly: bad params through the real CLI, atomic writes under SIGKILL."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -292,3 +293,57 @@ def test_curves_stay_whole_when_training_dies_in_the_middle_of_an_append(tmp_pat
         "learning_rate.tsv",
         "loss.tsv",
     ]
+
+
+def test_a_checkpoint_cut_short_is_never_resumed_from(tmp_path):
+    from stages.train import last_complete_checkpoint
+
+    for step in (10, 20, 30):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    for step in (10, 20):
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")  # the Trainer writes it last
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-20"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-20"]
+
+
+SHORT_TRAINING = {"train": {"max_steps": 40, "save_steps": 10, "eval_steps": 40, "logging_steps": 10, "eval_rows": 2}}
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_keeps_a_checkpoint_says_so_and_the_next_run_resumes(tiny_stage_dir):
+    from click.testing import CliRunner
+
+    from stages.prepare import main as prepare_main
+
+    assert CliRunner().invoke(prepare_main, []).exit_code == 0
+    set_params(tiny_stage_dir, {**SHORT_TRAINING, "lora": {"r": 4}})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
+    command = [sys.executable, str(ROOT / "stages/train.py")]
+    process = subprocess.Popen(command, cwd=tiny_stage_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not list((tiny_stage_dir / "models/checkpoints").glob("*/checkpoint-10/trainer_state.json")):
+        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, stderr = process.communicate(timeout=120)
+    stderr = stderr.decode()
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    (error,) = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    (kept,) = list((tiny_stage_dir / "models/checkpoints").glob("*/checkpoint-*"))[-1:]
+    step = kept.name.split("-")[1]
+    assert error == (
+        f"Error: interrupted; {kept.relative_to(tiny_stage_dir)} is kept and the previous adapter is unchanged: "
+        f"run `dvc repro` with the same params and data to resume from step {step}"
+    )
+    assert not (tiny_stage_dir / "models/adapter").exists() and not list(tiny_stage_dir.glob("models/.adapter-*"))
+    with (tiny_stage_dir / "metrics/curves/plots/metrics/train/loss.tsv").open() as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert rows and all(None not in row and None not in row.values() for row in rows)
+
+    resumed = subprocess.run(command, cwd=tiny_stage_dir, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from {kept.relative_to(tiny_stage_dir)}" in resumed.stdout
+    metrics = json.loads((tiny_stage_dir / "metrics/train.json").read_text())
+    assert (metrics["resumed_from_step"], metrics["steps"]) == (int(step), 40)
+    assert (tiny_stage_dir / "models/adapter/adapter_model.safetensors").is_file()
