@@ -1,11 +1,13 @@
 """Failing early and cleanly: bad params through the real CLI, atomic writes under SIGKILL."""
 
 import csv
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -347,3 +349,76 @@ def test_ctrl_c_during_training_keeps_a_checkpoint_says_so_and_the_next_run_resu
     metrics = json.loads((tiny_stage_dir / "metrics/train.json").read_text())
     assert (metrics["resumed_from_step"], metrics["steps"]) == (int(step), 40)
     assert (tiny_stage_dir / "models/adapter/adapter_model.safetensors").is_file()
+
+
+def fail_nth_output(monkeypatch, failing: int, how: str) -> None:
+    """From the `failing`-th output on, the disk is full (/dev/full: real ENOSPC on write) or the directory
+    read-only (EROFS at creation). chmod cannot show it: tests run as root, whom permissions do not stop."""
+    import phisum.files
+
+    real_mkstemp, calls = tempfile.mkstemp, []
+
+    def mkstemp(*args, **kwargs):
+        calls.append(kwargs.get("dir"))
+        if len(calls) < failing:
+            return real_mkstemp(*args, **kwargs)
+        if how == "read-only":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(kwargs.get("dir")))
+        fd, tmp = real_mkstemp(*args, **kwargs)
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), tmp
+
+    monkeypatch.setattr(phisum.files.tempfile, "mkstemp", mkstemp)
+
+
+PREPARE_OUTPUTS = ["data/prepared/train.jsonl", "data/prepared/validation.jsonl", "data/prepared/test.jsonl"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    ("how", "failing", "path", "reason"),
+    [
+        ("full", 1, "data/prepared/train.jsonl", "No space left on device"),
+        ("full", 4, "metrics/data.json", "No space left on device"),
+        ("read-only", 2, "data/prepared/validation.jsonl", "Read-only file system"),
+    ],
+)
+def test_a_full_disk_or_read_only_dir_leaves_the_previous_outputs_and_names_the_path(
+    tiny_stage_dir, monkeypatch, how, failing, path, reason
+):
+    from click.testing import CliRunner
+
+    from stages.prepare import main
+
+    assert CliRunner().invoke(main, []).exit_code == 0
+    outputs = [*PREPARE_OUTPUTS, "metrics/data.json"]
+    before = {name: (tiny_stage_dir / name).read_bytes() for name in outputs}
+    set_params(tiny_stage_dir, {"prompt": {"max_length": 200}})  # a different result, never written
+    fail_nth_output(monkeypatch, failing, how)
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.stderr.splitlines() == [
+        f"Error: cannot write {path}: {reason}; free disk space or make {Path(path).parent} writable, then rerun "
+        "(the previous outputs are unchanged)"
+    ]
+    assert {name: (tiny_stage_dir / name).read_bytes() for name in outputs} == before
+    leftovers = [p.name for d in ("data/prepared", "metrics") for p in (tiny_stage_dir / d).iterdir()]
+    assert sorted(leftovers) == ["data.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
+
+
+def test_a_directory_output_is_swapped_whole_or_not_at_all(tmp_path, monkeypatch):
+    from phisum.files import WriteError, write_outputs
+
+    final_dir, tmp_dir = tmp_path / "adapter", tmp_path / ".adapter-new"
+    for directory, text in ((final_dir, "old"), (tmp_dir, "new")):
+        directory.mkdir()
+        (directory / "weights").write_text(text)
+    (tmp_path / "train.json").write_text("old")
+    fail_nth_output(monkeypatch, 1, "full")
+    with pytest.raises(WriteError, match="cannot write .*train.json: No space left on device"):
+        write_outputs({tmp_path / "train.json": "new"}, dirs={final_dir: tmp_dir})
+    assert (final_dir / "weights").read_text() == "old" and (tmp_path / "train.json").read_text() == "old"
+    monkeypatch.undo()
+    write_outputs({tmp_path / "train.json": "new"}, dirs={final_dir: tmp_dir})
+    assert (final_dir / "weights").read_text() == "new" and (tmp_path / "train.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "train.json"]
