@@ -309,3 +309,16 @@ def test_a_lone_surrogate_escape_in_jsonl_is_named(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"id": "a", "dialogue": "\\ud800", "summary": "s"}\n')
     with pytest.raises(DataError, match="train.jsonl line 1: a \\\\u escape that is not a character"):
         load_splits(str(tmp_path), None)
+
+
+def test_prepare_says_once_which_columns_it_ignores(tmp_path):
+    from stages.prepare import describe_unused_columns
+
+    write_splits(tmp_path, reordered_csv())
+    (tmp_path / "validation.csv").write_text(reordered_csv())
+    (tmp_path / "test.jsonl").write_text(jsonl_numeric_ids())
+    (tmp_path / "test.csv").unlink()
+    assert describe_unused_columns(load_splits(str(tmp_path), None)) == [
+        f"  ignoring column(s) notes, speaker_count in {tmp_path / 'train.csv'}, {tmp_path / 'validation.csv'}",
+        f"  ignoring column(s) n, source in {tmp_path / 'test.jsonl'}",
+    ]
