@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from phisum.prompt import build_prompt
 
 SPLITS = ("train", "validation", "test")
 REQUIRED_COLUMNS = ("id", "dialogue", "summary")
+KNOWN_COLUMNS = (*REQUIRED_COLUMNS, "topic")
 
 
 class DataError(ValueError):
@@ -32,21 +35,37 @@ def find_split_file(data_dir: Path, split: str) -> Path:
 
 
 def decode_utf8(path: Path) -> str:
-    data = path.read_bytes()
+    """The file's text with a UTF-8 byte-order mark dropped and CRLF line ends as LF (Excel's "CSV UTF-8")."""
     try:
-        return data.decode("utf-8")
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror})") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DataError(f"{path}: UTF-16 text; re-save the file as UTF-8")
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise DataError(
             f"{path} line {line}: bytes that are not UTF-8 (at byte {error.start}); re-save the file as UTF-8"
         ) from None
+    # CRLF inside quoted cells too: a dialogue must not change with the program that saved it.
+    return text.replace("\r\n", "\n")
 
 
 def parse_csv(text: str, where: str) -> list[dict]:
     """Rows of a CSV, refusing broken quoting and rows whose field count differs from the header."""
+    # The csv module refuses fields over 131,072 characters by default; a long meeting transcript is a
+    # valid field, and prepare cuts it to prompt.max_length tokens (and counts it) like any long dialogue.
+    csv.field_size_limit(sys.maxsize)
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     rows = []
     try:
+        header = reader.fieldnames or []
+        twice = sorted({name for name in header if header.count(name) > 1})
+        if twice:
+            raise DataError(f"{where}: column {twice[0]} appears twice in the header; rename or remove one")
         for row in reader:
             if None in row or None in row.values():  # DictReader's markers for extra / missing fields
                 extra, missing = len(row.get(None) or []), sum(v is None for k, v in row.items() if k is not None)
@@ -74,6 +93,10 @@ def parse_jsonl(text: str, where: str) -> list[dict]:
             raise DataError(f"{where} line {number}: not valid JSON ({error.msg}); one object per line") from None
         if not isinstance(row, dict):
             raise DataError(f"{where} line {number}: expected a JSON object per line")
+        try:  # "\ud800" is valid JSON but no text: it could be neither tokenized nor written back as UTF-8
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(f"{where} line {number}: a \\u escape that is not a character (lone surrogate)") from None
         rows.append(row)
     return rows
 
@@ -85,23 +108,72 @@ def read_local_split(data_dir: Path, split: str) -> tuple[list[dict], str]:
     return rows, str(path)
 
 
+# A local data directory that a queued experiment cannot see looks exactly like a name that exists nowhere.
+WHERE_DATA_LIVES = (
+    "set a hub dataset id (e.g. neil-code/dialogsum-test) or a directory with train/validation/test .csv or "
+    ".jsonl; a queued experiment (dvc exp run --queue) sees only git- or DVC-tracked files"
+)
+
+
+def load_hub_dataset(source: str, revision: str | None):
+    """datasets.load_dataset, with a name or revision that resolves to nothing as one DataError naming the param."""
+    # Imported here: a local run never touches the hub client.
+    from datasets import load_dataset
+    from datasets.exceptions import DatasetNotFoundError
+    from huggingface_hub.errors import HFValidationError, RevisionNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    nowhere = f"data.source: {source!r} is no directory under {Path.cwd()}"
+    try:
+        validate_repo_id(source)  # offline, load_dataset would call any string "unreachable"
+        return load_dataset(source, revision=revision)
+    except HFValidationError:
+        raise DataError(f"{nowhere} and not a hub id; {WHERE_DATA_LIVES}") from None
+    except RevisionNotFoundError:
+        raise DataError(
+            f"data.revision: {revision!r} is no commit, branch or tag of {source}; use a commit hash from the hub, "
+            "or null for the latest"
+        ) from None
+    except DatasetNotFoundError:
+        raise DataError(f"{nowhere} and no hub dataset (or a private one: set HF_TOKEN); {WHERE_DATA_LIVES}") from None
+    except ConnectionError:
+        raise DataError(
+            f"{nowhere}, and the hub is unreachable with no cached copy at revision {revision}; connect once to "
+            f"download it, or {WHERE_DATA_LIVES}"
+        ) from None
+
+
 def load_splits(source: str, revision: str | None) -> dict[str, tuple[list[dict], str]]:
     """Return {split: (rows, where)} from a local directory or a hub dataset id."""
-    if Path(source).is_dir():
-        return {split: read_local_split(Path(source), split) for split in SPLITS}
-    from datasets import load_dataset  # imported here: a local run never touches the hub client
-
-    dataset = load_dataset(source, revision=revision)
+    if not source.strip():
+        raise DataError(f"data.source: empty; {WHERE_DATA_LIVES}")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return {split: read_local_split(path, split) for split in SPLITS}
+    if path.exists():
+        raise DataError(f"data.source: {source} is a file; point it at the directory that holds the split files")
+    dataset = load_hub_dataset(source, revision)
     missing = [split for split in SPLITS if split not in dataset]
     if missing:
         raise DataError(f"{source}: hub dataset has no split(s) {', '.join(missing)}")
     return {split: (dataset[split].to_list(), f"{source}:{split}") for split in SPLITS}
 
 
+def column_names(rows: list[dict]) -> set[str]:
+    """Every column of a split (JSONL rows may each have other keys)."""
+    return {name for row in rows for name in row}
+
+
+def unused_columns(rows: list[dict]) -> list[str]:
+    """Columns prepare ignores (an export's extra fields), for saying so once."""
+    return sorted(column_names(rows) - set(KNOWN_COLUMNS))
+
+
 def check_columns(rows: list[dict], where: str) -> None:
     if not rows:
         raise DataError(f"{where}: split is empty")
-    missing = [column for column in REQUIRED_COLUMNS if column not in rows[0]]
+    present = column_names(rows)
+    missing = [column for column in REQUIRED_COLUMNS if column not in present]
     if missing:
         raise DataError(
             f"{where}: missing column(s) {', '.join(missing)}; expected columns id, dialogue, summary, topic"
@@ -113,12 +185,19 @@ def normalize_dialogue(dialogue: str) -> str:
     return " ".join(str(dialogue).split()).lower()
 
 
+def is_text(value: object) -> bool:
+    """A usable cell: a string, or a number (JSONL ids given as numbers); not a list, object or boolean."""
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
 def drop_reason(row: dict, seen_ids: set[str], held_out: set[str]) -> str | None:
     """Why a row cannot be used, or None. held_out: normalized test dialogues (checked for train)."""
-    for column in ("dialogue", "summary"):
+    for column in ("id", "dialogue", "summary"):
         value = row.get(column)
         if value is None or not str(value).strip():
             return f"empty_{column}"
+        if not is_text(value):
+            return f"{column}_not_text"
     if str(row["id"]) in seen_ids:
         return "duplicate_id"
     if normalize_dialogue(row["dialogue"]) in held_out:
@@ -185,12 +264,13 @@ def prepare_split(
     stats = SplitStats(rows_in=len(rows))
     prepared = []
     seen_ids: set[str] = set()
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
         reason = drop_reason(row, seen_ids, held_out)
-        seen_ids.add(str(row["id"]))
+        seen_ids.add(str(row.get("id")))
         if reason and on_bad_rows == "error":
+            label = f"row {number}" if reason in ("empty_id", "id_not_text") else f"row id {row['id']!r}"
             raise DataError(
-                f"{where}: row id {row['id']!r}: {reason.replace('_', ' ')}; fix the data, or set "
+                f"{where}: {label}: {reason.replace('_', ' ')}; fix the data, or set "
                 "data.on_bad_rows: drop to skip and count such rows"
             )
         if reason:
@@ -210,7 +290,7 @@ def prepare_split(
         prepared.append(
             {
                 "id": str(row["id"]),
-                "topic": str(row.get("topic") or ""),
+                "topic": str(row["topic"]) if is_text(row.get("topic")) else "",
                 "dialogue": dialogue,
                 "summary": summary,
                 "prompt": prompt,

@@ -1,4 +1,4 @@
-"""Atomic writers: a crash mid-write leaves the previous file or none, never half of one."""
+"""Atomic writers: a crash, a full disk or a read-only directory leaves the previous file or none, never half."""
 
 from __future__ import annotations
 
@@ -9,27 +9,79 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+import click
 
-def write_text(path: Path, text: str) -> None:
-    """Write text to path through a temp file in the same directory and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+class WriteError(click.ClickException):
+    """An output could not be written (full disk, read-only directory); the previous outputs are kept.
+
+    A ClickException so every stage's click main reports it as one `Error:` line, with no per-stage handler.
+    """
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        super().__init__(
+            f"cannot write {path}: {error.strerror or error}; free disk space or make {path.parent} writable, "
+            "then rerun (the previous outputs are unchanged)"
+        )
+
+
+def _write_temp(path: Path, text: str) -> Path:
+    """Write text next to path under a temporary name; the only place outputs touch the disk."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise WriteError(path, error) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise WriteError(path, error) from None
         raise
+    return Path(tmp)
+
+
+def write_outputs(texts: dict[Path, str], dirs: dict[Path, Path] | None = None) -> None:
+    """Write several outputs all or nothing: every text goes to a temporary file first, and only when all
+    are written are they (and the finished directories in dirs, {final_dir: tmp_dir}) renamed into place.
+    A rename needs no space, so a full disk stops the stage with every previous output unchanged.
+    """
+    written: dict[Path, Path] = {}
+    try:
+        for path, text in texts.items():
+            written[path] = _write_temp(path, text)
+    except BaseException:
+        for tmp in written.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    for final_dir, tmp_dir in (dirs or {}).items():
+        replace_dir(tmp_dir, final_dir)
+    for path, tmp in written.items():
+        os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write text to path through a temp file in the same directory and os.replace."""
+    write_outputs({path: text})
+
+
+def json_text(data: dict) -> str:
+    """Sorted keys and a trailing newline keep `git diff` and `dvc metrics diff` readable."""
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def jsonl_text(rows: Iterable[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Sorted keys and a trailing newline keep `git diff` and `dvc metrics diff` readable."""
-    write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    write_text(path, json_text(data))
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    write_text(path, jsonl_text(rows))
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -38,7 +90,10 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Swap a fully written tmp_dir into place of final_dir."""
+    """Swap a fully written tmp_dir into place of final_dir (renames only: the old one is moved aside first)."""
+    old_dir = final_dir.with_name(f".{final_dir.name}.old")
+    shutil.rmtree(old_dir, ignore_errors=True)
     if final_dir.exists():
-        shutil.rmtree(final_dir)
+        os.replace(final_dir, old_dir)
     os.replace(tmp_dir, final_dir)
+    shutil.rmtree(old_dir, ignore_errors=True)

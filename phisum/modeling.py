@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from peft import LoraConfig
@@ -163,3 +164,64 @@ def count_parameters(model) -> dict:
         "trainable_params_peft": trainable_peft,
         "total_params_peft": total_peft,
     }
+
+
+# A local model directory that a queued experiment cannot see looks exactly like a name that exists nowhere.
+WHERE_MODELS_LIVE = (
+    "set a hub id (e.g. microsoft/phi-2) or a local model directory; a queued experiment "
+    "(dvc exp run --queue) sees only git- or DVC-tracked files"
+)
+
+
+def check_model_source(model: ModelParams) -> None:
+    """One ParamsError naming model.name / model.revision when they resolve to nothing, before any work.
+
+    Fetches config.json the way from_pretrained does first (local directory, else hub or hub cache), so
+    the load that follows finds it cached; the hub's own errors say which part was wrong.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    name, revision = model.name, model.revision
+    if not name.strip():
+        raise ParamsError(f"model.name: empty; {WHERE_MODELS_LIVE}")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ParamsError(f"model.name: {name} has no config.json; use a directory saved by save_pretrained")
+        return
+    if path.exists():
+        raise ParamsError(f"model.name: {name} is a file, not a model directory; {WHERE_MODELS_LIVE}")
+    nowhere = f"model.name: {name!r} is no directory under {Path.cwd()}"
+    try:
+        hf_hub_download(name, "config.json", revision=revision)
+    except HFValidationError:
+        raise ParamsError(f"{nowhere} and not a hub id; {WHERE_MODELS_LIVE}") from None
+    except GatedRepoError:
+        raise ParamsError(f"model.name: {name} is gated on the hub; accept its terms there and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise ParamsError(
+            f"{nowhere} and no hub model (or a private one: set HF_TOKEN); check the spelling, or {WHERE_MODELS_LIVE}"
+        ) from None
+    except RevisionNotFoundError:
+        raise ParamsError(
+            f"model.revision: {revision!r} is no commit, branch or tag of {name}; use a full commit hash from the "
+            "hub, or null for the latest"
+        ) from None
+    except LocalEntryNotFoundError:  # before EntryNotFoundError, its parent
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") else ""
+        raise ParamsError(
+            f"{nowhere}, and the hub is unreachable{offline} with no cached copy at revision {revision}; "
+            f"connect once to download it, or {WHERE_MODELS_LIVE}"
+        ) from None
+    except EntryNotFoundError:
+        raise ParamsError(
+            f"model.name: {name} (revision {revision}) has no config.json; not a transformers model"
+        ) from None

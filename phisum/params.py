@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -155,6 +156,8 @@ def _check_value(value: object, annotation: object, key: str) -> object:
         return [_check_value(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):  # YAML's .nan, .inf
+        raise ParamsError(f"{key}: expected a finite number, got {value}")
     # bool is a subclass of int: `r: true` must not pass as 1.
     if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
         raise ParamsError(f"{key}: expected {annotation.__name__}, got {value!r}")
@@ -166,9 +169,10 @@ def _build(cls: type, raw: object, prefix: str) -> object:
         raise ParamsError(f"{prefix or 'params'}: expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
+    unknown = sorted(set(raw) - set(names), key=str)  # YAML keys can be numbers or null too
     if unknown:
-        raise ParamsError(f"{prefix}{unknown[0]}: unknown key (allowed here: {', '.join(names)})")
+        name = unknown[0] if isinstance(unknown[0], str) and unknown[0].isprintable() else repr(unknown[0])
+        raise ParamsError(f"{prefix}{name}: unknown key (allowed here: {', '.join(names)})")
     values = {}
     for name in names:
         key = f"{prefix}{name}"
@@ -236,8 +240,13 @@ def load_params(path: Path = PARAMS_PATH) -> Params:
         raw = read_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found; run from the repository root") from None
+    except UnicodeDecodeError as error:
+        raise ParamsError(f"{path}: bytes that are not UTF-8 (at byte {error.start}); re-save it as UTF-8") from None
+    except OSError as error:
+        raise ParamsError(f"{path}: cannot be read ({error.strerror})") from None
     except YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+        # ruamel's message spans lines (problem, context, a caret under the column): keep it to one.
+        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
     return parse_params(raw)
 
 

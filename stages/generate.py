@@ -17,10 +17,17 @@ import click
 from peft import PeftModel
 from transformers import set_seed
 
-from phisum.data import group_by_dialogue
+from phisum.data import DataError, decode_utf8, group_by_dialogue, is_text, parse_jsonl
 from phisum.files import read_jsonl, replace_dir, write_json, write_jsonl
 from phisum.generation import NonFiniteScoresError, generate_summaries
-from phisum.modeling import check_device, describe_runtime, load_base_model, load_tokenizer, resolve_compute_dtype
+from phisum.modeling import (
+    check_device,
+    check_model_source,
+    describe_runtime,
+    load_base_model,
+    load_tokenizer,
+    resolve_compute_dtype,
+)
 from phisum.params import Params, ParamsError, load_params
 from phisum.prompt import build_prompt
 from phisum.stress import make_stress_cases
@@ -46,13 +53,18 @@ def read_extra_dialogues(path: str) -> list[dict]:
     if not path:
         return []
     try:
-        rows = read_jsonl(Path(path))
-    except FileNotFoundError:
-        raise click.ClickException(f"generate.extra_dialogues: {path} not found") from None
+        rows = parse_jsonl(decode_utf8(Path(path)), path)
+    except DataError as error:
+        raise click.ClickException(f"generate.extra_dialogues: {error}") from None
+    extra = []
     for number, row in enumerate(rows, start=1):
-        if not str(row.get("dialogue") or "").strip():
-            raise click.ClickException(f"generate.extra_dialogues: {path} line {number} has no `dialogue`")
-    return [{"id": str(row.get("id") or f"extra_{n}"), "dialogue": row["dialogue"]} for n, row in enumerate(rows)]
+        dialogue, row_id = row.get("dialogue"), row.get("id")
+        if not is_text(dialogue) or not str(dialogue).strip():
+            raise click.ClickException(f"generate.extra_dialogues: {path} line {number} has no `dialogue` text")
+        if row_id is not None and not is_text(row_id):
+            raise click.ClickException(f"generate.extra_dialogues: {path} line {number}: `id` is not text")
+        extra.append({"id": str(row_id) if row_id is not None else f"extra_{number - 1}", "dialogue": str(dialogue)})
+    return extra
 
 
 def generate(params: Params, test_rows: list[dict], adapter_dir: Path | None) -> tuple[dict[str, list[dict]], dict]:
@@ -105,6 +117,8 @@ def main(variant: str) -> None:
     try:
         params = load_params()
         check_device(params.model.device)
+        check_model_source(params.model)
+        read_extra_dialogues(params.generate.extra_dialogues)  # a bad file stops before the model loads
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
     adapter_dir = ADAPTER_DIR if variant == "peft" else None

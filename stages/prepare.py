@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from phisum.data import SPLITS, DataError, load_splits, normalize_dialogue, prepare_split
-from phisum.files import write_json, write_jsonl
-from phisum.modeling import check_max_length, load_tokenizer
+from phisum.data import SPLITS, DataError, load_splits, normalize_dialogue, prepare_split, unused_columns
+from phisum.files import json_text, jsonl_text, write_outputs
+from phisum.modeling import check_max_length, check_model_source, load_tokenizer
 from phisum.params import Params, ParamsError, load_params
 
 PARAMS = ("model", "data", "prompt", "generate.max_new_tokens")
@@ -45,21 +45,34 @@ def prepare(params: Params, splits: dict[str, tuple[list[dict], str]], tokenizer
     return prepared, stats
 
 
+def describe_unused_columns(splits: dict[str, tuple[list[dict], str]]) -> list[str]:
+    """One line per set of ignored columns (an export's extras), naming the files that have it."""
+    files_by_columns: dict[tuple[str, ...], list[str]] = {}
+    for rows, where in splits.values():
+        if unused := unused_columns(rows):
+            files_by_columns.setdefault(tuple(unused), []).append(where)
+    return [f"  ignoring column(s) {', '.join(c)} in {', '.join(w)}" for c, w in files_by_columns.items()]
+
+
 @click.command()
 def main() -> None:
     try:
         params = load_params()
+        check_model_source(params.model)
         check_max_length(params.model, params.prompt.max_length)
         click.echo(f"prepare: {params.data.source} (revision {params.data.revision}) with {params.model.name}")
         splits = load_splits(params.data.source, params.data.revision)
+        for line in describe_unused_columns(splits):
+            click.echo(line)
         prepared, stats = prepare(params, splits, load_tokenizer(params.model))
     except (ParamsError, DataError) as error:
         raise click.ClickException(str(error)) from None
-    for split, rows in prepared.items():
-        write_jsonl(OUT_DIR / f"{split}.jsonl", rows)
-        click.echo(f"  {split}: {len(rows)} rows, dropped {stats[split]['dropped']}")
     stats["source"] = {"name": params.data.source, "revision": params.data.revision}
-    write_json(STATS_PATH, stats)
+    # All four files or none: the splits and their statistics must always describe the same data.
+    outputs = {OUT_DIR / f"{split}.jsonl": jsonl_text(rows) for split, rows in prepared.items()}
+    write_outputs({**outputs, STATS_PATH: json_text(stats)})
+    for split, rows in prepared.items():
+        click.echo(f"  {split}: {len(rows)} rows, dropped {stats[split]['dropped']}")
 
 
 if __name__ == "__main__":

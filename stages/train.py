@@ -10,6 +10,7 @@ adapter is written.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -23,14 +24,14 @@ import click
 import torch
 from datasets import Dataset
 from transformers import ProgressCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 
-from phisum.files import read_jsonl, replace_dir, write_json
+from phisum.files import WriteError, json_text, read_jsonl, write_outputs
 from phisum.modeling import (
     TargetModuleError,
     build_lora_config,
     check_device,
+    check_model_source,
     count_parameters,
     describe_runtime,
     load_tokenizer,
@@ -84,6 +85,38 @@ def run_fingerprint(params: Params, data_paths: list[Path]) -> str:
     return digest.hexdigest()[:12]
 
 
+def last_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint the Trainer finished (trainer_state.json is written last); ones cut short go.
+
+    transformers' get_last_checkpoint takes the newest directory, even one half-written when Ctrl-C or a
+    full disk struck mid-save, and resuming from it fails.
+    """
+    checkpoints = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
+    complete = [p for p in checkpoints if (p / "trainer_state.json").is_file()]
+    for partial in set(checkpoints) - set(complete):
+        shutil.rmtree(partial, ignore_errors=True)
+    return complete[0] if complete else None
+
+
+class TrainingInterrupted(click.ClickException):
+    """Ctrl-C during training: say what is kept, exit with the shell's code for SIGINT."""
+
+    exit_code = 130
+
+
+def interrupted_message(run_dir: Path, save_steps: int) -> str:
+    kept = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None
+    if kept is None:
+        return (
+            f"interrupted before the first checkpoint (train.save_steps: {save_steps}); the next run starts over "
+            "and the previous adapter is unchanged"
+        )
+    return (
+        f"interrupted; {kept} is kept and the previous adapter is unchanged: run `dvc repro` with the same params "
+        f"and data to resume from step {kept.name.rsplit('-', 1)[-1]}"
+    )
+
+
 def to_dataset(rows: list[dict]) -> Dataset:
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
 
@@ -118,7 +151,8 @@ def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir
     keep_lora_weights_fp32(trainer.model)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(SparseProgress(params.train.logging_steps))
-    resume_from = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    last = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None
+    resume_from = str(last) if last else None
     if resume_from:
         click.echo(f"  resuming from {resume_from}")
     started = time.perf_counter()
@@ -165,6 +199,7 @@ def main() -> None:
     try:
         params = load_params()
         check_device(params.model.device)
+        check_model_source(params.model)
         gpu_count = torch.cuda.device_count() if params.model.device == "cuda" else 0
         env = plan_processes(
             params.train.num_processes, params.model.device, gpu_count, os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -199,13 +234,21 @@ def main() -> None:
     except (NonFiniteLossError, TargetModuleError, ParamsError) as error:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        click.echo(err=True)  # end the progress bar's line: the error gets its own
+        raise TrainingInterrupted(interrupted_message(run_dir, params.train.save_steps)) from None
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # frees what this run wrote; checkpoints stay for resuming
+        raise WriteError(Path(error.filename or run_dir), error) from None
     if not is_main:
         return
     # The adapter records how it was made, so generation can check it uses the training prompt.
-    write_json(tmp_dir / "prompt.json", {"template": params.prompt.template, "max_length": params.prompt.max_length})
-    write_json(tmp_dir / "params.json", to_dict(params))
-    replace_dir(tmp_dir, ADAPTER_DIR)
-    write_json(METRICS_PATH, metrics)
+    prompt = {"template": params.prompt.template, "max_length": params.prompt.max_length}
+    write_outputs({tmp_dir / "prompt.json": json_text(prompt), tmp_dir / "params.json": json_text(to_dict(params))})
+    write_outputs({METRICS_PATH: json_text(metrics)}, dirs={ADAPTER_DIR: tmp_dir})  # adapter and metrics together
     shutil.rmtree(run_dir, ignore_errors=True)  # the adapter is the result; checkpoints were only for resuming
     click.echo(f"  loss {metrics['first_loss']} -> {metrics['last_loss']}")
 

@@ -1,10 +1,11 @@
 import csv
+import json
 import random
 
 import pytest
 from transformers import AutoTokenizer
 
-from phisum.data import DataError, group_by_dialogue, load_splits, prepare_split
+from phisum.data import DataError, group_by_dialogue, load_splits, prepare_split, unused_columns
 from phisum.synthetic import make_example, write_dataset
 from tests.conftest import SHARED_DATA
 
@@ -186,3 +187,138 @@ def test_ambiguous_split_files_are_an_error(tmp_path):
         (tmp_path / name).write_text("id,dialogue,summary,topic\n")
     with pytest.raises(DataError, match="several validation files"):
         load_splits(str(tmp_path), None)
+
+
+# Inputs people have: each variant must give exactly the rows of the clean file.
+CLEAN_ROWS = [
+    ("1", '#Person1#: Lunch at 12, "the usual"?\n#Person2#: Yes.', "They agree on lunch at 12.", "lunch"),
+    ("2", "#Person1#: 明天开会吗？\n#Person2#: 是的，上午十点。", "明天上午十点开会。", "会议"),
+    ("3", "#Person1#: Café at 5 🎉?\n#Person2#: Sí, ¡perfecto! 👍", "They meet at the café at 5 🎉.", "café"),
+]
+CLEAN_CSV = "id,dialogue,summary,topic\n" + "".join(
+    f'{i},"{d.replace(chr(34), 2 * chr(34))}","{s}",{t}\n' for i, d, s, t in CLEAN_ROWS
+)
+
+
+def excel_csv() -> bytes:
+    """Excel / Google Sheets "CSV UTF-8": a byte-order mark and CRLF everywhere, newlines in cells too."""
+    return b"\xef\xbb\xbf" + CLEAN_CSV.replace("\n", "\r\n").encode("utf-8")
+
+
+def reordered_csv() -> str:
+    """Columns in another order, plus columns prepare does not use."""
+    lines = ["summary,speaker_count,dialogue,topic,id,notes"]
+    for i, d, s, t in CLEAN_ROWS:
+        lines.append(f'"{s}",2,"{d.replace(chr(34), 2 * chr(34))}",{t},{i},"seen, twice"')
+    return "\n".join(lines) + "\n"
+
+
+def jsonl_numeric_ids() -> str:
+    """JSONL with ids as numbers, keys in any order and extra keys."""
+    return "".join(
+        json.dumps({"source": "export", "summary": s, "id": int(i), "dialogue": d, "topic": t, "n": [1, 2]}) + "\n"
+        for i, d, s, t in CLEAN_ROWS
+    )
+
+
+def prepared_train(data_dir, train_name: str, content: str | bytes, tokenizer) -> list[dict]:
+    data_dir.mkdir(exist_ok=True)
+    write_splits(data_dir, "id,dialogue,summary,topic\nunused,#Person1#: x,y,z\n")
+    (data_dir / "train.csv").unlink()
+    path = data_dir / train_name
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content, encoding="utf-8")
+    rows, where = load_splits(str(data_dir), None)["train"]
+    return prepare_split(rows, where, TEMPLATE, tokenizer, 512, None)[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [("train.csv", excel_csv), ("train.csv", reordered_csv), ("train.jsonl", jsonl_numeric_ids)],
+    ids=["bom-crlf", "reordered-extra-columns", "jsonl-numeric-ids-extra-keys"],
+)
+def test_real_world_exports_give_the_same_rows_as_the_clean_file(tmp_path, tokenizer, name, make):
+    clean = prepared_train(tmp_path / "clean", "train.csv", CLEAN_CSV, tokenizer)
+    assert [(r["id"], r["dialogue"], r["summary"], r["topic"]) for r in clean] == CLEAN_ROWS
+    assert prepared_train(tmp_path / "variant", name, make(), tokenizer) == clean
+
+
+def test_a_dialogue_longer_than_the_csv_field_limit_is_cut_and_counted(tmp_path, tokenizer):
+    """Python's csv refuses fields over 131,072 characters by default; a long transcript is still valid."""
+    turn = "#Person1#: Let us go through the quarterly numbers once more.\n"
+    long_dialogue = turn * (140_000 // len(turn) + 1)
+    assert len(long_dialogue) > 131_072
+    text = CLEAN_CSV + f'4,"{long_dialogue}",They review the numbers.,meeting\n'
+    rows = prepared_train(tmp_path, "train.csv", text, tokenizer)
+    assert [r["id"] for r in rows] == ["1", "2", "3", "4"]
+    _, stats = prepare_split(load_splits(str(tmp_path), None)["train"][0], "train.csv", TEMPLATE, tokenizer, 512, None)
+    assert (stats.rows_in, stats.rows_out, stats.truncated) == (4, 4, 1)
+    assert rows[3]["dialogue"] == long_dialogue[: len(rows[3]["dialogue"])]
+    assert len(tokenizer(rows[3]["prompt"])["input_ids"]) + len(tokenizer(rows[3]["summary"])["input_ids"]) < 512
+
+
+def test_unused_columns_are_listed_once_per_file(tmp_path):
+    write_splits(tmp_path, reordered_csv())
+    (tmp_path / "test.jsonl").write_text(jsonl_numeric_ids())
+    (tmp_path / "test.csv").unlink()
+    splits = load_splits(str(tmp_path), None)
+    assert {split: unused_columns(rows) for split, (rows, _) in splits.items()} == {
+        "train": ["notes", "speaker_count"],
+        "validation": [],
+        "test": ["n", "source"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("id,dialogue,summary,id\n1,a,b,2\n", "train.csv: column id appears twice in the header"),
+        ("\xff\xfei\x00d\x00".encode("latin-1"), "train.csv: UTF-16 text; re-save the file as UTF-8"),
+    ],
+)
+def test_headers_and_encodings_that_cannot_be_read_as_one_table(tmp_path, content, message):
+    write_splits(tmp_path, content)
+    with pytest.raises(DataError, match=message):
+        load_splits(str(tmp_path), None)
+
+
+def test_jsonl_rows_without_an_id_are_named_by_position_found_by_fuzzing(tmp_path, tokenizer):
+    """The fuzzer's case: a row with no `id` key ended in KeyError: 'id'."""
+    write_splits(tmp_path, "id,dialogue,summary,topic\nt_1,#Person1#: Hi.,ok,t\n")
+    (tmp_path / "train.csv").unlink()
+    (tmp_path / "train.jsonl").write_text(
+        '{"id": "a", "dialogue": "0", "summary": "0"}\n{}\n{"dialogue": "x", "summary": "y"}\n'
+    )
+    rows, where = load_splits(str(tmp_path), None)["train"]
+    with pytest.raises(DataError, match=r"train.jsonl: row 2: empty id; fix the data, or set data.on_bad_rows: drop"):
+        prepare_split(rows, where, TEMPLATE, tokenizer, 512, None)
+    prepared, stats = prepare_split(rows, where, TEMPLATE, tokenizer, 512, None, "drop")
+    assert [r["id"] for r in prepared] == ["a"]
+    assert stats.to_dict()["dropped"] == {"empty_id": 2}
+
+
+def test_values_that_are_not_text_are_dropped_and_counted(tmp_path, tokenizer):
+    rows = [row("a"), row("b", dialogue=["#Person1#: Hi."]), row("c", summary={"text": "x"}), row(True)]
+    prepared, stats = prepare_split(rows, "train.jsonl", TEMPLATE, tokenizer, 512, None, "drop")
+    assert [r["id"] for r in prepared] == ["a"]
+    assert stats.to_dict()["dropped"] == {"dialogue_not_text": 1, "id_not_text": 1, "summary_not_text": 1}
+
+
+def test_a_lone_surrogate_escape_in_jsonl_is_named(tmp_path):
+    write_splits(tmp_path, "id,dialogue,summary,topic\nt_1,#Person1#: Hi.,ok,t\n")
+    (tmp_path / "train.csv").unlink()
+    (tmp_path / "train.jsonl").write_text('{"id": "a", "dialogue": "\\ud800", "summary": "s"}\n')
+    with pytest.raises(DataError, match="train.jsonl line 1: a \\\\u escape that is not a character"):
+        load_splits(str(tmp_path), None)
+
+
+def test_prepare_says_once_which_columns_it_ignores(tmp_path):
+    from stages.prepare import describe_unused_columns
+
+    write_splits(tmp_path, reordered_csv())
+    (tmp_path / "validation.csv").write_text(reordered_csv())
+    (tmp_path / "test.jsonl").write_text(jsonl_numeric_ids())
+    (tmp_path / "test.csv").unlink()
+    assert describe_unused_columns(load_splits(str(tmp_path), None)) == [
+        f"  ignoring column(s) notes, speaker_count in {tmp_path / 'train.csv'}, {tmp_path / 'validation.csv'}",
+        f"  ignoring column(s) n, source in {tmp_path / 'test.jsonl'}",
+    ]

@@ -75,3 +75,34 @@ def test_the_metric_names_params_allow_are_the_ones_scoring_knows():
     from phisum import params, scoring
 
     assert params.METRICS == scoring.METRICS
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda r: r["train"].update(learning_rate=float("inf")), "train.learning_rate: expected a finite number"),
+        (lambda r: r["lora"].update(dropout=float("nan")), "lora.dropout: expected a finite number, got nan"),
+        (lambda r: r.update({1: "x"}), "1: unknown key (allowed here: seed, model"),
+        (lambda r: r["model"].update({"\n": None}), "model.'\\n': unknown key (allowed here: name, revision)"),
+    ],
+)
+def test_values_and_keys_found_by_fuzzing_name_the_key_in_one_line(raw, edit, message):
+    edit(raw)
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"seed: 42\nlora: \x80\n", "bytes that are not UTF-8 (at byte 15); re-save it as UTF-8"),
+        (b"seed: 42\nlora: [\n", "not valid YAML: while parsing a flow node expected the node content, but found"),
+    ],
+)
+def test_an_unreadable_params_file_is_one_line(tmp_path, content, message):
+    (tmp_path / "params.yaml").write_bytes(content)
+    with pytest.raises(ParamsError) as error:
+        load_params(tmp_path / "params.yaml")
+    assert str(error.value).startswith(f"{tmp_path / 'params.yaml'}: {message}")
+    assert "\n" not in str(error.value)

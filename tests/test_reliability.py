@@ -1,9 +1,13 @@
 """Failing early and cleanly: bad params through the real CLI, atomic writes under SIGKILL."""
 
+import csv
+import errno
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -137,3 +141,284 @@ def test_make_demo_with_bad_data_stops_naming_file_and_row(tmp_path, name, conte
     assert errors and expected in errors[0], output[-3000:]
     assert "Traceback" not in output
     assert not (repo / "metrics/base.json").exists()
+
+
+# Names that resolve to nothing, without the hub: (param overrides, the start of the one-line error).
+MISSING_NAMES = [
+    ({"model": {"name": ""}}, "model.name: empty; set a hub id (e.g. microsoft/phi-2) or a local model directory"),
+    ({"model": {"name": "./models/phi-2-local"}}, "model.name: './models/phi-2-local' is no directory under "),
+    ({"model": {"name": "weights"}}, "model.name: weights has no config.json; use a directory saved by"),
+    ({"data": {"source": ""}}, "data.source: empty; set a hub dataset id (e.g. neil-code/dialogsum-test)"),
+    ({"data": {"source": "/no/such/dialogsum"}}, "data.source: '/no/such/dialogsum' is no directory under "),
+    ({"data": {"source": "params.yaml"}}, "data.source: params.yaml is a file; point it at the directory"),
+]
+QUEUE_HINT = "a queued experiment (dvc exp run --queue) sees only git- or DVC-tracked files"
+
+
+@pytest.fixture()
+def tiny_stage_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+    """The working directory, with params naming the tiny model and a small local dataset."""
+    from phisum.synthetic import write_dataset
+
+    write_dataset(tmp_path / "dialogsum", seed=0, sizes={"train": 6, "validation": 3, "test": 3})
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "params.yaml").write_text(committed_params_text())
+    set_params(
+        tmp_path,
+        {
+            "model": {"name": str(tiny_model_dir), "revision": None},
+            "data": {"source": str(tmp_path / "dialogsum"), "revision": None},
+            "prompt": {"max_length": 256},
+            "generate": {"max_new_tokens": 32},
+        },
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def nothing_written(stage_dir: Path) -> bool:
+    return sorted(p.name for p in stage_dir.iterdir()) == ["dialogsum", "params.yaml", "weights"]
+
+
+def invoke_prepare() -> str:
+    """prepare's click main in this process; returns its one `Error:` line."""
+    from click.testing import CliRunner
+
+    from stages.prepare import main
+
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    errors = result.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("Error: "), result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), MISSING_NAMES, ids=[e[:40] for _, e in MISSING_NAMES])
+def test_names_that_resolve_to_nothing_stop_prepare_in_one_line(tiny_stage_dir, overrides, expected):
+    set_params(tiny_stage_dir, overrides)
+    error = invoke_prepare()
+    assert error.startswith(f"Error: {expected}")
+    if "no directory under" in expected:
+        assert f"no directory under {tiny_stage_dir} and not a hub id" in error and QUEUE_HINT in error
+    assert nothing_written(tiny_stage_dir)
+
+
+def hub_error(cls, message: str):
+    import httpx2
+
+    return cls(message, response=httpx2.Response(404, request=httpx2.Request("GET", "https://huggingface.co/api")))
+
+
+def test_a_revision_the_hub_does_not_have_is_named(tiny_stage_dir, tiny_model_dir, monkeypatch):
+    """The hub's answer for an unknown revision (stood in for: there is no hub here)."""
+    import datasets
+    import huggingface_hub
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    def no_such_revision(*args, **kwargs):
+        raise hub_error(RevisionNotFoundError, "404 Revision Not Found")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_such_revision)
+    set_params(tiny_stage_dir, {"model": {"name": "microsoft/phi-2", "revision": "v9"}})
+    assert invoke_prepare() == (
+        "Error: model.revision: 'v9' is no commit, branch or tag of microsoft/phi-2; use a full commit hash from "
+        "the hub, or null for the latest"
+    )
+    monkeypatch.undo()
+    monkeypatch.chdir(tiny_stage_dir)
+    monkeypatch.setattr(datasets, "load_dataset", no_such_revision)
+    set_params(tiny_stage_dir, {"model": {"name": str(tiny_model_dir)}})
+    set_params(tiny_stage_dir, {"data": {"source": "neil-code/dialogsum-test", "revision": "v9"}})
+    assert invoke_prepare() == (
+        "Error: data.revision: 'v9' is no commit, branch or tag of neil-code/dialogsum-test; use a commit hash "
+        "from the hub, or null for the latest"
+    )
+    assert nothing_written(tiny_stage_dir)
+
+
+def run_stage(stage_dir: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
+    command = [sys.executable, str(ROOT / "stages" / script), *args]
+    return subprocess.run(command, cwd=stage_dir, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("script", "overrides", "expected"),
+    [
+        ("prepare.py", {"data": {"source": "nobody/no-such-data"}}, "data.source: 'nobody/no-such-data'"),
+        ("train.py", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
+        ("generate.py", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
+    ],
+    ids=["prepare-data", "train-model", "generate-model"],
+)
+def test_offline_hub_names_fail_in_one_line_in_every_stage_that_loads_them(tiny_stage_dir, script, overrides, expected):
+    """models/tiny-phi in a queued experiment: the CPU profile's model directory is not in git."""
+    set_params(tiny_stage_dir, overrides)
+    done = run_stage(tiny_stage_dir, script, *(["--variant", "base"] if script == "generate.py" else []))
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert done.returncode == 1 and len(errors) == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert errors[0].startswith(f"Error: {expected} is no directory under {tiny_stage_dir}, and the hub is unreachable")
+    assert QUEUE_HINT in errors[0]
+    assert nothing_written(tiny_stage_dir)
+
+
+def test_curves_stay_whole_when_training_dies_in_the_middle_of_an_append(tmp_path, monkeypatch):
+    """DVCLive appends to its .tsv files; the published curves must never hold a torn line."""
+    from dvclive.plots.metric import Metric
+    from transformers import TrainerControl, TrainerState
+
+    from phisum.tracking import DVCLiveCurves
+
+    live_dir = tmp_path / "curves"
+    curves, state, control = DVCLiveCurves(live_dir), TrainerState(), TrainerControl()
+    curves.on_train_begin(None, state, control)
+    for step, loss in [(1, 2.5), (2, 2.25)]:
+        state.global_step = step
+        curves.on_log(None, state, control, logs={"loss": loss, "learning_rate": 1e-4, "grad_norm": 0.5})
+
+    def torn_append(self, val, **kwargs):
+        with open(self.output_path, "a", encoding="utf-8") as handle:
+            handle.write("17000000")  # half a row, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Metric, "dump", torn_append)
+    state.global_step = 3
+    with pytest.raises(KeyboardInterrupt):
+        curves.on_log(None, state, control, logs={"loss": 2.0, "learning_rate": 1e-4, "grad_norm": 0.5})
+    with (live_dir / "plots/metrics/train/loss.tsv").open() as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [(row["step"], row["loss"]) for row in rows] == [("1", "2.5"), ("2", "2.25")]
+    assert all(None not in row and None not in row.values() for row in rows)
+    assert sorted(p.name for p in (live_dir / "plots/metrics/train").iterdir()) == [
+        "grad_norm.tsv",
+        "learning_rate.tsv",
+        "loss.tsv",
+    ]
+
+
+def test_a_checkpoint_cut_short_is_never_resumed_from(tmp_path):
+    from stages.train import last_complete_checkpoint
+
+    for step in (10, 20, 30):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    for step in (10, 20):
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")  # the Trainer writes it last
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-20"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-20"]
+
+
+SHORT_TRAINING = {"train": {"max_steps": 40, "save_steps": 10, "eval_steps": 40, "logging_steps": 10, "eval_rows": 2}}
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_keeps_a_checkpoint_says_so_and_the_next_run_resumes(tiny_stage_dir):
+    from click.testing import CliRunner
+
+    from stages.prepare import main as prepare_main
+
+    assert CliRunner().invoke(prepare_main, []).exit_code == 0
+    set_params(tiny_stage_dir, {**SHORT_TRAINING, "lora": {"r": 4}})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
+    command = [sys.executable, str(ROOT / "stages/train.py")]
+    process = subprocess.Popen(command, cwd=tiny_stage_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not list((tiny_stage_dir / "models/checkpoints").glob("*/checkpoint-10/trainer_state.json")):
+        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, stderr = process.communicate(timeout=120)
+    stderr = stderr.decode()
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    (error,) = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    (kept,) = list((tiny_stage_dir / "models/checkpoints").glob("*/checkpoint-*"))[-1:]
+    step = kept.name.split("-")[1]
+    assert error == (
+        f"Error: interrupted; {kept.relative_to(tiny_stage_dir)} is kept and the previous adapter is unchanged: "
+        f"run `dvc repro` with the same params and data to resume from step {step}"
+    )
+    assert not (tiny_stage_dir / "models/adapter").exists() and not list(tiny_stage_dir.glob("models/.adapter-*"))
+    with (tiny_stage_dir / "metrics/curves/plots/metrics/train/loss.tsv").open() as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert rows and all(None not in row and None not in row.values() for row in rows)
+
+    resumed = subprocess.run(command, cwd=tiny_stage_dir, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from {kept.relative_to(tiny_stage_dir)}" in resumed.stdout
+    metrics = json.loads((tiny_stage_dir / "metrics/train.json").read_text())
+    assert (metrics["resumed_from_step"], metrics["steps"]) == (int(step), 40)
+    assert (tiny_stage_dir / "models/adapter/adapter_model.safetensors").is_file()
+
+
+def fail_nth_output(monkeypatch, failing: int, how: str) -> None:
+    """From the `failing`-th output on, the disk is full (/dev/full: real ENOSPC on write) or the directory
+    read-only (EROFS at creation). chmod cannot show it: tests run as root, whom permissions do not stop."""
+    import phisum.files
+
+    real_mkstemp, calls = tempfile.mkstemp, []
+
+    def mkstemp(*args, **kwargs):
+        calls.append(kwargs.get("dir"))
+        if len(calls) < failing:
+            return real_mkstemp(*args, **kwargs)
+        if how == "read-only":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(kwargs.get("dir")))
+        fd, tmp = real_mkstemp(*args, **kwargs)
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), tmp
+
+    monkeypatch.setattr(phisum.files.tempfile, "mkstemp", mkstemp)
+
+
+PREPARE_OUTPUTS = ["data/prepared/train.jsonl", "data/prepared/validation.jsonl", "data/prepared/test.jsonl"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    ("how", "failing", "path", "reason"),
+    [
+        ("full", 1, "data/prepared/train.jsonl", "No space left on device"),
+        ("full", 4, "metrics/data.json", "No space left on device"),
+        ("read-only", 2, "data/prepared/validation.jsonl", "Read-only file system"),
+    ],
+)
+def test_a_full_disk_or_read_only_dir_leaves_the_previous_outputs_and_names_the_path(
+    tiny_stage_dir, monkeypatch, how, failing, path, reason
+):
+    from click.testing import CliRunner
+
+    from stages.prepare import main
+
+    assert CliRunner().invoke(main, []).exit_code == 0
+    outputs = [*PREPARE_OUTPUTS, "metrics/data.json"]
+    before = {name: (tiny_stage_dir / name).read_bytes() for name in outputs}
+    set_params(tiny_stage_dir, {"prompt": {"max_length": 200}})  # a different result, never written
+    fail_nth_output(monkeypatch, failing, how)
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.stderr.splitlines() == [
+        f"Error: cannot write {path}: {reason}; free disk space or make {Path(path).parent} writable, then rerun "
+        "(the previous outputs are unchanged)"
+    ]
+    assert {name: (tiny_stage_dir / name).read_bytes() for name in outputs} == before
+    leftovers = [p.name for d in ("data/prepared", "metrics") for p in (tiny_stage_dir / d).iterdir()]
+    assert sorted(leftovers) == ["data.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
+
+
+def test_a_directory_output_is_swapped_whole_or_not_at_all(tmp_path, monkeypatch):
+    from phisum.files import WriteError, write_outputs
+
+    final_dir, tmp_dir = tmp_path / "adapter", tmp_path / ".adapter-new"
+    for directory, text in ((final_dir, "old"), (tmp_dir, "new")):
+        directory.mkdir()
+        (directory / "weights").write_text(text)
+    (tmp_path / "train.json").write_text("old")
+    fail_nth_output(monkeypatch, 1, "full")
+    with pytest.raises(WriteError, match="cannot write .*train.json: No space left on device"):
+        write_outputs({tmp_path / "train.json": "new"}, dirs={final_dir: tmp_dir})
+    assert (final_dir / "weights").read_text() == "old" and (tmp_path / "train.json").read_text() == "old"
+    monkeypatch.undo()
+    write_outputs({tmp_path / "train.json": "new"}, dirs={final_dir: tmp_dir})
+    assert (final_dir / "weights").read_text() == "new" and (tmp_path / "train.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "train.json"]
