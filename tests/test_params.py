@@ -83,7 +83,7 @@ def test_the_metric_names_params_allow_are_the_ones_scoring_knows():
         (lambda r: r["train"].update(learning_rate=float("inf")), "train.learning_rate: expected a finite number"),
         (lambda r: r["lora"].update(dropout=float("nan")), "lora.dropout: expected a finite number, got nan"),
         (lambda r: r.update({1: "x"}), "1: unknown key (allowed here: seed, model"),
-        (lambda r: r["model"].update({"\n": None}), "model.'\\n': unknown key (allowed here: name, revision)"),
+        (lambda r: r["model"].update({"\n": None}), "model.'\\n': unknown key (allowed here: name, revision, device)"),
     ],
 )
 def test_values_and_keys_found_by_fuzzing_name_the_key_in_one_line(raw, edit, message):
