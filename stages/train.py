@@ -199,11 +199,12 @@ def main() -> None:
     try:
         params = load_params()
         check_device(params.model.device)
-        check_model_source(params.model)
         gpu_count = torch.cuda.device_count() if params.model.device == "cuda" else 0
         env = plan_processes(
             params.train.num_processes, params.model.device, gpu_count, os.environ.get("CUDA_VISIBLE_DEVICES")
         )
+        if not env:  # a relaunched process checks the model itself
+            check_model_source(params.model)
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
     if env:

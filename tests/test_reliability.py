@@ -166,7 +166,7 @@ def tiny_stage_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
     set_params(
         tmp_path,
         {
-            "model": {"name": str(tiny_model_dir), "revision": None},
+            "model": {"name": str(tiny_model_dir), "revision": None, "device": "cpu"},
             "data": {"source": str(tmp_path / "dialogsum"), "revision": None},
             "prompt": {"max_length": 256},
             "generate": {"max_new_tokens": 32},
