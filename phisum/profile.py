@@ -78,7 +78,7 @@ def switch_to_cpu_profile(data_dir: str) -> None:
     # The tokenizer learns from the training text it will see, plus the fixed prompt words.
     rows, _ = read_local_split(Path(source), "train")
     texts = [params.prompt.template] + [f"{r.get('dialogue', '')}\n{r.get('summary', '')}" for r in rows]
-    build_tiny_model(texts, TINY_MODEL_DIR, params.seed)
+    build_tiny_model(texts, TINY_MODEL_DIR, params.seed, pretrain_texts=[r.get("dialogue", "") for r in rows])
     click.echo(f"built tiny Phi model in {TINY_MODEL_DIR}/ (tokenizer trained on {len(rows)} {SPLITS[0]} rows)")
 
     overrides = read_yaml(PROFILE_PATH.read_text(encoding="utf-8"))
