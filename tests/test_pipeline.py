@@ -60,6 +60,23 @@ def test_fine_tune_gain_is_more_than_noise(demo_repo):
     assert peft["stress"]["cases"] == 40
 
 
+def test_stress_test_moves_on_the_demo(demo_repo):
+    """Trained on stress-style dialogues, the adapter writes summaries that name a slot; the base rarely does."""
+    repo, _ = demo_repo
+    base, peft = read_json(repo / "metrics/base.json"), read_json(repo / "metrics/peft.json")
+    assert base["stress"]["final_time_accuracy"] == 0.0
+    assert peft["stress"]["red_herring_rate"] >= 0.5 > base["stress"]["red_herring_rate"]
+    assert read_json(repo / "metrics/compare.json")["stress"]["red_herring"]["ci_low"] > 0
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12 item 7: the tiny model does not yet learn which slot is final")
+def test_demo_adapter_finds_the_final_time(demo_repo):
+    repo, _ = demo_repo
+    peft = read_json(repo / "metrics/peft.json")
+    assert peft["stress"]["final_time_accuracy"] >= 0.5
+    assert read_json(repo / "metrics/compare.json")["stress"]["final_time_correct"]["ci_low"] > 0
+
+
 def test_pipeline_rouge_equals_rouge_score_on_its_predictions(demo_repo):
     repo, _ = demo_repo
     scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
