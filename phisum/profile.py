@@ -20,7 +20,7 @@ from phisum.tiny_model import build_tiny_model
 PROFILE_PATH = Path("profiles/cpu.yaml")
 SYNTHETIC_DIR = Path("data/synthetic")
 TINY_MODEL_DIR = Path("models/tiny-phi")
-SYNTHETIC_SIZES = {"train": 600, "validation": 40, "test": 60}
+SYNTHETIC_SIZES = {"train": 2000, "validation": 40, "test": 60}
 
 
 def apply_overrides(params_text: str, overrides: dict) -> tuple[str, list[str]]:

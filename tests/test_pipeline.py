@@ -60,20 +60,13 @@ def test_fine_tune_gain_is_more_than_noise(demo_repo):
     assert peft["stress"]["cases"] == 40
 
 
-def test_stress_test_moves_on_the_demo(demo_repo):
-    """Trained on stress-style dialogues, the adapter writes summaries that name a slot; the base rarely does."""
+def test_demo_adapter_finds_the_final_time_and_the_base_does_not(demo_repo):
+    """Issue 12 item 7: on the demo the stress test moves, beyond the bootstrap interval."""
     repo, _ = demo_repo
     base, peft = read_json(repo / "metrics/base.json"), read_json(repo / "metrics/peft.json")
-    assert base["stress"]["final_time_accuracy"] == 0.0
-    assert peft["stress"]["red_herring_rate"] >= 0.5 > base["stress"]["red_herring_rate"]
-    assert read_json(repo / "metrics/compare.json")["stress"]["red_herring"]["ci_low"] > 0
-
-
-@pytest.mark.xfail(strict=True, reason="issue 12 item 7: the tiny model does not yet learn which slot is final")
-def test_demo_adapter_finds_the_final_time(demo_repo):
-    repo, _ = demo_repo
-    peft = read_json(repo / "metrics/peft.json")
+    assert base["stress"]["final_time_accuracy"] <= 0.05
     assert peft["stress"]["final_time_accuracy"] >= 0.5
+    assert peft["stress"]["red_herring_rate"] < 0.25
     assert read_json(repo / "metrics/compare.json")["stress"]["final_time_correct"]["ci_low"] > 0
 
 

@@ -35,7 +35,7 @@ def test_pretraining_on_dialogues_lowers_held_out_loss(tmp_path, monkeypatch):
     examples = [make_example(rng) for _ in range(60)]
     dialogues = [dialogue for dialogue, _, _ in examples]
     texts = [f"{dialogue}\n{summaries[0]}" for dialogue, summaries, _ in examples]
-    monkeypatch.setitem(tiny_model.PRETRAIN, "steps", 20)  # the profile's 300 take a minute; 20 show the effect
+    monkeypatch.setitem(tiny_model.PRETRAIN, "steps", 20)  # the profile's 1,500 take minutes; 20 show the effect
     build_tiny_model(texts, tmp_path / "random", seed=0)
     build_tiny_model(texts, tmp_path / "pretrained", seed=0, pretrain_texts=dialogues[:50])
     random_loss = held_out_loss(tmp_path / "random", dialogues[50:])
