@@ -23,7 +23,7 @@ from phisum.tiny_model import build_tiny_model
 PROFILE_PATH = Path("profiles/cpu.yaml")
 SYNTHETIC_DIR = Path("data/synthetic")
 TINY_MODEL_DIR = Path("models/tiny-phi")
-SYNTHETIC_SIZES = {"train": 600, "validation": 40, "test": 60}
+SYNTHETIC_SIZES = {"train": 2000, "validation": 40, "test": 60}
 
 
 def apply_overrides(params_text: str, overrides: dict) -> tuple[str, list[str]]:
@@ -103,7 +103,7 @@ def switch_to_cpu_profile(data_dir: str) -> None:
     # The tokenizer learns from the training text it will see, plus the fixed prompt words.
     rows, _ = read_local_split(Path(source), "train")
     texts = [params.prompt.template] + [f"{r.get('dialogue', '')}\n{r.get('summary', '')}" for r in rows]
-    build_tiny_model(texts, TINY_MODEL_DIR, params.seed)
+    build_tiny_model(texts, TINY_MODEL_DIR, params.seed, pretrain_texts=[r.get("dialogue", "") for r in rows])
     click.echo(f"built tiny Phi model in {TINY_MODEL_DIR}/ (tokenizer trained on {len(rows)} {SPLITS[0]} rows)")
     tracked = [TINY_MODEL_DIR] + ([source] if not source.is_absolute() else [])
     track_with_dvc(tracked)

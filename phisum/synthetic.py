@@ -1,7 +1,10 @@
 """A synthetic DialogSum-shaped dataset a tiny model can learn in minutes on a CPU.
 
-Each dialogue schedules a meeting that gets moved once or twice; the summary states the final day
-and time and who brings what. Learning it means finding the final agreement, not the first offer.
+The dialogues come from the stress generator (phisum/stress.py): a meeting moved or cancelled and
+rebooked 1-4 times among distractor days and times, then who is absent and who brings what. The
+summary states the final day and time, so a model that learns this data learns what the stress
+benchmark measures. The random stream is not the stress set's (see `data_rng`), so no stress case
+is trained on.
 """
 
 from __future__ import annotations
@@ -10,47 +13,36 @@ import csv
 import random
 from pathlib import Path
 
-DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
-TIMES = ("9 am", "10 am", "11 am", "noon", "2 pm", "3 pm", "4 pm")
-ITEMS = ("the report", "the slides", "the budget", "the contract", "the samples", "the schedule")
-TOPICS = ("project review", "budget meeting", "client call", "team lunch", "design review")
-SPEAKERS = ("#Person1#", "#Person2#")
+from phisum.stress import make_stress_case, time_forms
 
-OPENERS = (
-    "{a}: Can we meet about the {topic} on {day} at {time}?",
-    "{a}: Are you free for the {topic} on {day} at {time}?",
-    "{a}: Let's have the {topic} on {day} at {time}.",
-)
-MOVES = (
-    "{b}: {old} doesn't work for me. How about {day} at {time}?",
-    "{b}: Sorry, I'm busy then. Could we do {day} at {time} instead?",
-    "{b}: Something came up. Can we move it to {day} at {time}?",
-)
-AGREES = ("{a}: {day} at {time} is fine.", "{a}: OK, {day} at {time} then.", "{a}: Sure, see you {day} at {time}.")
-BRINGS = ("{who}: I'll bring {item}.", "{who}: I will bring {item} with me.", "{who}: Don't worry, I'll bring {item}.")
 SUMMARIES = (
-    "#Person1# and #Person2# will have the {topic} on {day} at {time}. {who} will bring {item}.",
-    "The {topic} is on {day} at {time}. {who} will bring {item}.",
+    "#Person1# and #Person2# will have the {topic} on {slot}.",
+    "The {topic} is on {slot}.",
 )
+
+
+def data_rng(seed: int) -> random.Random:
+    """The synthetic data's random stream: derived from the seed, never the stress set's Random(seed)."""
+    return random.Random(f"phisum.synthetic:{seed}")
+
+
+def describe_slot(slot: dict) -> str:
+    """The final slot in one canonical wording, "Friday at 4 pm": the summary normalises the dialogue's forms."""
+    return f"{slot['day']} at {time_forms(slot['time'])[0][0]}"
+
+
+def write_summaries(case: dict) -> list[str]:
+    """Two reference summaries of a stress-style case: final slot, who is absent, who brings what."""
+    slot = describe_slot(case["final"])
+    rest = [f"{case['absent']} can't come."] if case["absent"] else []
+    rest += [f"{item['owner']} will bring the {item['object']}." for item in case["action_items"]]
+    return [" ".join([template.format(topic=case["topic"], slot=slot), *rest]) for template in SUMMARIES]
 
 
 def make_example(rng: random.Random) -> tuple[str, list[str], str]:
     """One dialogue, its reference summaries and its topic."""
-    topic = rng.choice(TOPICS)
-    a, b = SPEAKERS if rng.random() < 0.5 else SPEAKERS[::-1]
-    slots = rng.sample([(d, t) for d in DAYS for t in TIMES], k=1 + rng.randint(1, 2))
-    lines = [rng.choice(OPENERS).format(a=a, topic=topic, day=slots[0][0], time=slots[0][1])]
-    for i, (day, time) in enumerate(slots[1:], start=1):
-        mover, other = (b, a) if i % 2 else (a, b)
-        old = slots[i - 1][0]
-        lines.append(rng.choice(MOVES).format(b=mover, old=old, day=day, time=time))
-        agree_by = other
-    day, time = slots[-1]
-    lines.append(rng.choice(AGREES).format(a=agree_by, day=day, time=time))
-    who, item = rng.choice(SPEAKERS), rng.choice(ITEMS)
-    lines.append(rng.choice(BRINGS).format(who=who, item=item))
-    summaries = [s.format(topic=topic, day=day, time=time, who=who, item=item) for s in SUMMARIES]
-    return "\n".join(lines), summaries, topic
+    case = make_stress_case(rng, "", changes=rng.randint(1, 4))
+    return case["dialogue"], write_summaries(case), case["topic"]
 
 
 def write_dataset(out_dir: Path, seed: int, sizes: dict[str, int]) -> None:
@@ -58,7 +50,7 @@ def write_dataset(out_dir: Path, seed: int, sizes: dict[str, int]) -> None:
 
     Test rows follow DialogSum's layout: test_K_1 and test_K_2 share dialogue K with two summaries.
     """
-    rng = random.Random(seed)
+    rng = data_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, count in sizes.items():
         rows = []

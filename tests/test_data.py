@@ -3,11 +3,14 @@ import json
 import random
 
 import pytest
+import yaml
 from transformers import AutoTokenizer
 
 from phisum.data import DataError, group_by_dialogue, load_splits, prepare_split, unused_columns
+from phisum.profile import SYNTHETIC_SIZES
+from phisum.stress import make_stress_cases
 from phisum.synthetic import make_example, write_dataset
-from tests.conftest import SHARED_DATA
+from tests.conftest import ROOT, SHARED_DATA
 
 TEMPLATE = "Instruct: Summarize the below conversation.\n\n{dialogue}\nOutput:\n"
 
@@ -145,15 +148,36 @@ def test_synthetic_dataset_is_deterministic_and_in_the_hub_layout(tmp_path):
     assert test_rows[0]["dialogue"] == test_rows[1]["dialogue"]
 
 
-def test_synthetic_summary_states_the_final_slot_not_the_first():
-    rng = random.Random(3)
-    for _ in range(50):
-        dialogue, summaries, _ = make_example(rng)
-        last_agreement = dialogue.splitlines()[-2]
-        final_day = next(
-            day for day in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday") if day in last_agreement
-        )
-        assert all(final_day in s for s in summaries)
+def test_synthetic_example_is_a_stress_style_dialogue_summarised_by_its_final_slot():
+    dialogue, summaries, topic = make_example(random.Random(3))
+    lines = dialogue.splitlines()
+    assert lines[2] == "#Person1#: I'm afraid we have to cancel Friday's meeting, the numbers aren't ready."
+    assert lines[8] == "#Person1#: Perfect, Wednesday at eleven o'clock it is, and no more changes."
+    assert topic == "quarterly planning"
+    assert summaries == [
+        "#Person1# and #Person2# will have the quarterly planning on Wednesday at 11 am. Carol can't come. "
+        "Frank will bring the agenda. Henry will bring the contract draft.",
+        "The quarterly planning is on Wednesday at 11 am. Carol can't come. "
+        "Frank will bring the agenda. Henry will bring the contract draft.",
+    ]
+
+
+def test_synthetic_data_has_moves_cancellations_and_distractors():
+    rng = random.Random(5)
+    dialogues = "\n".join(make_example(rng)[0] for _ in range(50))
+    for phrase in ("Could we move it to", "Can we push it to", "cancel", "call off", "leaving party", "dentist"):
+        assert phrase in dialogues
+
+
+def test_no_stress_case_is_in_the_demo_data(tmp_path):
+    """The demo trains on synthetic data and tests on stress cases from the same generator: never the same dialogue."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    write_dataset(tmp_path, seed=params["seed"], sizes=SYNTHETIC_SIZES)
+    stress = {case["dialogue"] for case in make_stress_cases(params["seed"], 2000)}
+    for split in SYNTHETIC_SIZES:
+        with (tmp_path / f"{split}.csv").open() as handle:
+            dialogues = {row["dialogue"] for row in csv.DictReader(handle)}
+        assert len(dialogues) == SYNTHETIC_SIZES[split] and not dialogues & stress, split
 
 
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="offline DialogSum copy (../shared) not present")

@@ -1,0 +1,43 @@
+"""The tiny stand-in for Phi-2: packing for its pretraining, and that pretraining teaches it the dialogues."""
+
+import random
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from phisum import tiny_model
+from phisum.synthetic import make_example
+from phisum.tiny_model import build_tiny_model, pack_blocks, train_tokenizer
+
+
+def test_pack_blocks_joins_texts_with_eos_and_drops_the_remainder():
+    tokenizer = train_tokenizer(["hello there", "general kenobi"], vocab_size=300)
+    ids = [tokenizer(text)["input_ids"] for text in ("hello there", "general kenobi")]
+    stream = ids[0] + [tokenizer.eos_token_id] + ids[1] + [tokenizer.eos_token_id]
+    blocks = pack_blocks(tokenizer, ["hello there", "general kenobi"], block_size=5)
+    assert blocks["input_ids"] == [stream[i : i + 5] for i in range(0, len(stream) // 5 * 5, 5)]
+    assert blocks["labels"] == blocks["input_ids"]  # the model shifts labels itself
+
+
+def held_out_loss(model_dir, dialogues: list[str]) -> float:
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    losses = []
+    with torch.no_grad():
+        for dialogue in dialogues:
+            batch = tokenizer(dialogue, return_tensors="pt")
+            losses.append(model(**batch, labels=batch["input_ids"]).loss)
+    return float(torch.stack(losses).mean())
+
+
+def test_pretraining_on_dialogues_lowers_held_out_loss(tmp_path, monkeypatch):
+    rng = random.Random(0)
+    examples = [make_example(rng) for _ in range(60)]
+    dialogues = [dialogue for dialogue, _, _ in examples]
+    texts = [f"{dialogue}\n{summaries[0]}" for dialogue, summaries, _ in examples]
+    monkeypatch.setitem(tiny_model.PRETRAIN, "steps", 20)  # the profile's 1,500 take minutes; 20 show the effect
+    build_tiny_model(texts, tmp_path / "random", seed=0)
+    build_tiny_model(texts, tmp_path / "pretrained", seed=0, pretrain_texts=dialogues[:50])
+    random_loss = held_out_loss(tmp_path / "random", dialogues[50:])
+    pretrained_loss = held_out_loss(tmp_path / "pretrained", dialogues[50:])
+    assert random_loss > 6.0 and pretrained_loss < random_loss - 1.0, (random_loss, pretrained_loss)
