@@ -243,6 +243,45 @@ def fit_dialogue(dialogue: str, template: str, tokenizer, budget: int) -> tuple[
     return tokenizer.decode(ids[:room]), True
 
 
+def usable_rows(
+    rows: list[dict], where: str, on_bad_rows: str, held_out: set[str] = frozenset()
+) -> tuple[list[dict], dict[str, int]]:
+    """The rows with everything prepare needs, and a count per drop reason.
+
+    on_bad_rows: "error" stops at the first unusable row (naming it); "drop" skips and counts it.
+    held_out: normalized test dialogues; a training row with one of them is leakage into the scores.
+    """
+    check_columns(rows, where)
+    usable, dropped, seen_ids = [], {}, set()
+    for number, row in enumerate(rows, start=1):
+        reason = drop_reason(row, seen_ids, held_out)
+        seen_ids.add(str(row.get("id")))
+        if reason and on_bad_rows == "error":
+            label = f"row {number}" if reason in ("empty_id", "id_not_text") else f"row id {row['id']!r}"
+            raise DataError(
+                f"{where}: {label}: {reason.replace('_', ' ')}; fix the data, or set "
+                "data.on_bad_rows: drop to skip and count such rows"
+            )
+        if reason:
+            dropped[reason] = dropped.get(reason, 0) + 1
+        else:
+            usable.append(row)
+    return usable, dropped
+
+
+def held_out_dialogues(splits: dict[str, tuple[list[dict], str]]) -> set[str]:
+    """The test split's normalized dialogues: a training row with one of them would leak into the scores."""
+    return {normalize_dialogue(row.get("dialogue") or "") for row in splits["test"][0]}
+
+
+def check_splits(splits: dict[str, tuple[list[dict], str]], on_bad_rows: str) -> None:
+    """Raise the DataError prepare would raise for an unusable row, without a tokenizer (the CPU profile
+    checks a user's data this way before it spends minutes building the tiny model)."""
+    held_out = held_out_dialogues(splits)
+    for split, (rows, where) in splits.items():
+        usable_rows(rows, where, on_bad_rows, held_out if split == "train" else set())
+
+
 def prepare_split(
     rows: list[dict],
     where: str,
@@ -260,22 +299,10 @@ def prepare_split(
     on_bad_rows: "error" stops at the first unusable row (naming it); "drop" skips and counts it.
     held_out: normalized test dialogues; a training row with one of them is leakage into the scores.
     """
-    check_columns(rows, where)
-    stats = SplitStats(rows_in=len(rows))
+    usable, dropped = usable_rows(rows, where, on_bad_rows, held_out)
+    stats = SplitStats(rows_in=len(rows), dropped=dropped)
     prepared = []
-    seen_ids: set[str] = set()
-    for number, row in enumerate(rows, start=1):
-        reason = drop_reason(row, seen_ids, held_out)
-        seen_ids.add(str(row.get("id")))
-        if reason and on_bad_rows == "error":
-            label = f"row {number}" if reason in ("empty_id", "id_not_text") else f"row id {row['id']!r}"
-            raise DataError(
-                f"{where}: {label}: {reason.replace('_', ' ')}; fix the data, or set "
-                "data.on_bad_rows: drop to skip and count such rows"
-            )
-        if reason:
-            stats.dropped[reason] = stats.dropped.get(reason, 0) + 1
-            continue
+    for row in usable:
         dialogue, summary = str(row["dialogue"]).strip(), str(row["summary"]).strip()
         summary_len = len(tokenizer(summary, add_special_tokens=False)["input_ids"])
         room_after_prompt = summary_len + 1 if reserve is None else reserve

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from ruamel.yaml import YAML
 
-from phisum.data import SPLITS, DataError, read_local_split
+from phisum.data import SPLITS, DataError, check_splits, load_splits, read_local_split
 from phisum.params import PARAMS_PATH, ParamsError, parse_params, read_yaml
 from phisum.synthetic import write_dataset
 from phisum.tiny_model import build_tiny_model
@@ -100,8 +100,11 @@ def switch_to_cpu_profile(data_dir: str) -> None:
         write_dataset(SYNTHETIC_DIR, params.seed, SYNTHETIC_SIZES)
         source = SYNTHETIC_DIR
         click.echo(f"wrote synthetic dataset to {SYNTHETIC_DIR}/ ({SYNTHETIC_SIZES})")
+    # Bad data stops here, as prepare would stop, before minutes of building the tiny model.
+    splits = load_splits(str(source), None)
+    check_splits(splits, params.data.on_bad_rows)
     # The tokenizer learns from the training text it will see, plus the fixed prompt words.
-    rows, _ = read_local_split(Path(source), "train")
+    rows, _ = splits["train"]
     texts = [params.prompt.template] + [f"{r.get('dialogue', '')}\n{r.get('summary', '')}" for r in rows]
     build_tiny_model(texts, TINY_MODEL_DIR, params.seed, pretrain_texts=[r.get("dialogue", "") for r in rows])
     click.echo(f"built tiny Phi model in {TINY_MODEL_DIR}/ (tokenizer trained on {len(rows)} {SPLITS[0]} rows)")

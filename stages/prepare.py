@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from phisum.data import SPLITS, DataError, load_splits, normalize_dialogue, prepare_split, unused_columns
+from phisum.data import SPLITS, DataError, held_out_dialogues, load_splits, prepare_split, unused_columns
 from phisum.files import json_text, jsonl_text, write_outputs
 from phisum.modeling import check_max_length, check_model_source, load_tokenizer
 from phisum.params import Params, ParamsError, load_params
@@ -24,7 +24,7 @@ STATS_PATH = Path("metrics/data.json")
 def prepare(params: Params, splits: dict[str, tuple[list[dict], str]], tokenizer) -> tuple[dict, dict]:
     """Return ({split: rows}, statistics)."""
     prepared, stats = {}, {}
-    test_dialogues = {normalize_dialogue(row.get("dialogue") or "") for row in splits["test"][0]}
+    held_out = held_out_dialogues(splits)
     for split in SPLITS:
         rows, where = splits[split]
         # Test prompts keep room for generation; training prompts keep room for their own summary.
@@ -37,7 +37,7 @@ def prepare(params: Params, splits: dict[str, tuple[list[dict], str]], tokenizer
             params.prompt.max_length,
             reserve,
             on_bad_rows=params.data.on_bad_rows,
-            held_out=test_dialogues if split == "train" else set(),  # validation only feeds the val loss
+            held_out=held_out if split == "train" else set(),  # validation only feeds the val loss
         )
         stats[split] = split_stats.to_dict()
     test_ids = {row["prompt"] for row in prepared["test"]}
