@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 from phisum.data import SPLITS, DataError, check_splits, load_splits, read_local_split
 from phisum.params import PARAMS_PATH, ParamsError, parse_params, read_yaml
 from phisum.synthetic import write_dataset
-from phisum.tiny_model import build_tiny_model
+from phisum.tiny_model import PRETRAIN, build_tiny_model
 
 PROFILE_PATH = Path("profiles/cpu.yaml")
 SYNTHETIC_DIR = Path("data/synthetic")
@@ -83,14 +83,22 @@ def first_dialogue_ids(data_dir: Path, count: int) -> list[str]:
 
 @click.command()
 @click.option("--data", "data_dir", default="", help="Local dataset directory; empty = generate the synthetic set.")
-def main(data_dir: str) -> None:
+@click.option(
+    "--pretrain-steps",
+    type=click.IntRange(min=0),
+    default=PRETRAIN["steps"],
+    show_default=True,
+    help="Language-model steps on the training dialogues before saving the tiny model (0: random weights; "
+    "the demo's stress test needs them, a pipeline check does not).",
+)
+def main(data_dir: str, pretrain_steps: int) -> None:
     try:
-        switch_to_cpu_profile(data_dir)
+        switch_to_cpu_profile(data_dir, pretrain_steps)
     except (DataError, ParamsError) as error:
         raise click.ClickException(str(error)) from None
 
 
-def switch_to_cpu_profile(data_dir: str) -> None:
+def switch_to_cpu_profile(data_dir: str, pretrain_steps: int = PRETRAIN["steps"]) -> None:
     params = parse_params(read_yaml(PARAMS_PATH.read_text(encoding="utf-8")))
     if data_dir:
         # Inside the repository: a relative path DVC can track. Outside: absolute, seen by runs on this
@@ -106,7 +114,8 @@ def switch_to_cpu_profile(data_dir: str) -> None:
     # The tokenizer learns from the training text it will see, plus the fixed prompt words.
     rows, _ = splits["train"]
     texts = [params.prompt.template] + [f"{r.get('dialogue', '')}\n{r.get('summary', '')}" for r in rows]
-    build_tiny_model(texts, TINY_MODEL_DIR, params.seed, pretrain_texts=[r.get("dialogue", "") for r in rows])
+    dialogues = [r.get("dialogue", "") for r in rows]
+    build_tiny_model(texts, TINY_MODEL_DIR, params.seed, pretrain_texts=dialogues, pretrain_steps=pretrain_steps)
     click.echo(f"built tiny Phi model in {TINY_MODEL_DIR}/ (tokenizer trained on {len(rows)} {SPLITS[0]} rows)")
     tracked = [TINY_MODEL_DIR] + ([source] if not source.is_absolute() else [])
     track_with_dvc(tracked)

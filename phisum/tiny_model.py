@@ -73,12 +73,17 @@ def pretrain(model: PhiForCausalLM, dataset: Dataset, steps: int, seed: int) -> 
 
 
 def build_tiny_model(
-    texts: Iterable[str], out_dir: Path, seed: int, pretrain_texts: Iterable[str] = (), vocab_size: int = 1024
+    texts: Iterable[str],
+    out_dir: Path,
+    seed: int,
+    pretrain_texts: Iterable[str] = (),
+    vocab_size: int = 1024,
+    pretrain_steps: int = PRETRAIN["steps"],
 ) -> None:
     """Write a tiny PhiForCausalLM (safetensors) and its tokenizer to out_dir.
 
-    pretrain_texts: if given, PRETRAIN["steps"] of language modelling on them first (dialogues only:
-    a base model that has read conversations but never seen a summary).
+    pretrain_texts: if given, `pretrain_steps` of language modelling on them first (dialogues only:
+    a base model that has read conversations but never seen a summary). 0 steps: random weights.
     """
     tokenizer = train_tokenizer(texts, vocab_size)
     config = PhiConfig(
@@ -92,8 +97,8 @@ def build_tiny_model(
     torch.manual_seed(seed)
     model = PhiForCausalLM(config)
     pretrain_texts = list(pretrain_texts)
-    if pretrain_texts:
-        pretrain(model, pack_blocks(tokenizer, pretrain_texts, PRETRAIN["block_size"]), PRETRAIN["steps"], seed)
+    if pretrain_texts and pretrain_steps > 0:
+        pretrain(model, pack_blocks(tokenizer, pretrain_texts, PRETRAIN["block_size"]), pretrain_steps, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

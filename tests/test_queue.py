@@ -29,7 +29,7 @@ def test_profile_tracks_the_tiny_model_and_data_with_dvc(demo_repo):
 def test_a_local_data_directory_inside_the_repository_is_tracked_too(demo_repo, tmp_path):
     repo = copy_demo(demo_repo[0], tmp_path / "repo")
     shutil.copytree(repo / "data/synthetic", repo / "my_dialogues")
-    output = run([sys.executable, "-m", "phisum.profile", "--data", "my_dialogues"], repo)
+    output = run([sys.executable, "-m", "phisum.profile", "--data", "my_dialogues", "--pretrain-steps", "0"], repo)
     assert "dvc add models/tiny-phi my_dialogues" in output
     assert "my_dialogues.dvc" in run(["git", "diff", "--cached", "--name-only"], repo).split()
     params = yaml.safe_load((repo / "params.yaml").read_text())

@@ -5,7 +5,6 @@ import random
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from phisum import tiny_model
 from phisum.synthetic import make_example
 from phisum.tiny_model import build_tiny_model, pack_blocks, train_tokenizer
 
@@ -30,14 +29,14 @@ def held_out_loss(model_dir, dialogues: list[str]) -> float:
     return float(torch.stack(losses).mean())
 
 
-def test_pretraining_on_dialogues_lowers_held_out_loss(tmp_path, monkeypatch):
+def test_pretraining_on_dialogues_lowers_held_out_loss(tmp_path):
     rng = random.Random(0)
     examples = [make_example(rng) for _ in range(60)]
     dialogues = [dialogue for dialogue, _, _ in examples]
     texts = [f"{dialogue}\n{summaries[0]}" for dialogue, summaries, _ in examples]
-    monkeypatch.setitem(tiny_model.PRETRAIN, "steps", 20)  # the profile's 1,500 take minutes; 20 show the effect
     build_tiny_model(texts, tmp_path / "random", seed=0)
-    build_tiny_model(texts, tmp_path / "pretrained", seed=0, pretrain_texts=dialogues[:50])
+    # The profile's 1,500 steps take minutes; 20 show the effect.
+    build_tiny_model(texts, tmp_path / "pretrained", seed=0, pretrain_texts=dialogues[:50], pretrain_steps=20)
     random_loss = held_out_loss(tmp_path / "random", dialogues[50:])
     pretrained_loss = held_out_loss(tmp_path / "pretrained", dialogues[50:])
     assert random_loss > 6.0 and pretrained_loss < random_loss - 1.0, (random_loss, pretrained_loss)

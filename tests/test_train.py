@@ -33,7 +33,7 @@ SHORT_RUN = {"train": {"max_steps": 120, "save_steps": 40, "eval_steps": 40, "lo
 def repo(tmp_path_factory) -> Path:
     """A project copy on the CPU profile, shortened to 120 steps, with prepare done."""
     repo = copy_project(tmp_path_factory.mktemp("train"))
-    run([PYTHON, "-m", "phisum.profile"], repo)
+    run([PYTHON, "-m", "phisum.profile", "--pretrain-steps", "0"], repo)  # training mechanics, not learning
     set_params(repo, SHORT_RUN)
     run([DVC, "repro", "prepare"], repo)
     return repo
