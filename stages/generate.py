@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -67,8 +68,10 @@ def read_extra_dialogues(path: str) -> list[dict]:
     return extra
 
 
-def generate(params: Params, test_rows: list[dict], adapter_dir: Path | None) -> tuple[dict[str, list[dict]], dict]:
-    """Return ({"test"|"stress"|"extra": rows with predictions}, generation stats)."""
+def generate(
+    params: Params, test_rows: list[dict], adapter_dir: Path | None, extra_rows: Sequence[dict] = ()
+) -> tuple[dict[str, list[dict]], dict]:
+    """Return ({"test"|"stress"|"extra": rows with predictions}, generation stats); extra_rows: your dialogues."""
     set_seed(params.seed)
     compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
     tokenizer = load_tokenizer(params.model)
@@ -81,7 +84,7 @@ def generate(params: Params, test_rows: list[dict], adapter_dir: Path | None) ->
     sets = {
         "test": group_by_dialogue(test_rows),
         "stress": make_stress_cases(params.seed, params.generate.stress_cases),
-        "extra": read_extra_dialogues(params.generate.extra_dialogues),
+        "extra": list(extra_rows),
     }
     rows = [row for name in sets for row in sets[name]]
     prompts = [row["prompt"] if "prompt" in row else build_prompt(template, row["dialogue"]) for row in rows]
@@ -118,7 +121,7 @@ def main(variant: str) -> None:
         params = load_params()
         check_device(params.model.device)
         check_model_source(params.model)
-        read_extra_dialogues(params.generate.extra_dialogues)  # a bad file stops before the model loads
+        extra_rows = read_extra_dialogues(params.generate.extra_dialogues)  # a bad file stops before the model
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
     adapter_dir = ADAPTER_DIR if variant == "peft" else None
@@ -127,7 +130,7 @@ def main(variant: str) -> None:
     test_rows = read_jsonl(TEST_PATH)
     click.echo(f"generate {variant}: {params.model.name}, {len(test_rows)} test rows")
     try:
-        sets, stats = generate(params, test_rows, adapter_dir)
+        sets, stats = generate(params, test_rows, adapter_dir, extra_rows)
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
     out_dir = PREDICTIONS_DIR / variant
