@@ -211,6 +211,11 @@ CORPUS_METRICS = {
 }
 
 
+def statistic_keys(metric: str) -> tuple[str, ...]:
+    """The per-dialogue keys a metric is computed from: a corpus metric's statistics, else the metric itself."""
+    return CORPUS_METRICS[metric][0] if metric in CORPUS_METRICS else (metric,)
+
+
 def _stat_matrix(per_example: list[dict], keys: Sequence[str]) -> np.ndarray:
     return np.array([[scores[key] for key in keys] for scores in per_example], dtype=float)
 
@@ -472,10 +477,11 @@ def compare_systems(
         raise ValueError(f"base has {len(base_per_group)} dialogues, peft {len(peft_per_group)}")
     results = {}
     for metric in metrics:
-        needed, from_statistics = CORPUS_METRICS.get(metric, ((metric,), None))
+        needed = statistic_keys(metric)
         if any(key not in scores for scores in (*base_per_group, *peft_per_group) for key in needed):
             raise ValueError(f"per-dialogue scores lack {metric!r}: was it disabled when scoring?")
-        if from_statistics:
+        if metric in CORPUS_METRICS:
+            from_statistics = CORPUS_METRICS[metric][1]
             base, peft = _stat_matrix(base_per_group, needed), _stat_matrix(peft_per_group, needed)
             counts = _resample_counts(len(base), resamples, seed)
             observed = from_statistics(peft.sum(axis=0)) - from_statistics(base.sum(axis=0))
