@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from phisum.files import write_text
-
 MODELS = ("base", "peft")
 
 
@@ -48,11 +46,13 @@ def length_rows(scored_test: list[dict]) -> list[tuple[str, float, int]]:
     return rows
 
 
-def write_plot_files(plots_dir: Path, metrics: dict[str, dict], scored: dict[str, dict]) -> None:
-    """metrics/plots/scores/<model>.csv and metrics/plots/lengths/<model>.csv for both models."""
+def plot_texts(plots_dir: Path, metrics: dict[str, dict], scored: dict[str, dict]) -> dict[Path, str]:
+    """{path: CSV text} of metrics/plots/scores/<model>.csv and metrics/plots/lengths/<model>.csv, both models."""
+    texts = {}
     for model in MODELS:
         scores = ["metric,value"] + [f"{name},{value}" for name, value in score_rows(metrics[model])]
-        write_text(plots_dir / "scores" / f"{model}.csv", "\n".join(scores) + "\n")
+        texts[plots_dir / "scores" / f"{model}.csv"] = "\n".join(scores) + "\n"
         lengths = ["dialogue,reference_words,prediction_words"]
         lengths += [f"{dialogue},{ref},{pred}" for dialogue, ref, pred in length_rows(scored[model]["test"])]
-        write_text(plots_dir / "lengths" / f"{model}.csv", "\n".join(lengths) + "\n")
+        texts[plots_dir / "lengths" / f"{model}.csv"] = "\n".join(lengths) + "\n"
+    return texts

@@ -14,24 +14,25 @@ loaded except BERTScore's.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import click
 import numpy as np
 
-from phisum.files import read_jsonl, replace_dir, write_json, write_jsonl
+from phisum.files import json_text, read_jsonl, write_jsonl, write_outputs
 from phisum.params import Params, ParamsError, load_params
-from phisum.plots import write_plot_files
+from phisum.plots import plot_texts
 from phisum.scoring import (
     BLEU_STATS,
     COMPARISONS,
-    CORPUS_METRICS,
     LENGTH_STATS,
     ResourceError,
     compare_systems,
     human_groups,
     paired_bootstrap,
     score_groups,
+    statistic_keys,
 )
 from phisum.stress import aggregate_scores, score_summary
 
@@ -98,8 +99,8 @@ def compare(params: Params, per_dialogue: dict[str, list[dict]], scored: dict[st
     seed, resamples = params.seed, params.evaluate.bootstrap_resamples
     result = {"resamples": resamples, "stress": {}}
     for protocol, names in COMPARISONS.items():
-        needed = {name: CORPUS_METRICS[name][0] if name in CORPUS_METRICS else (key,) for name, key in names.items()}
-        available = [name for name in names if all(k in base[0] for k in needed[name])]
+        # A metric switched off in evaluate.metrics has no per-dialogue scores: nothing to compare.
+        available = [name for name, key in names.items() if all(k in base[0] for k in statistic_keys(key))]
         deltas = compare_systems(base, peft, [names[n] for n in available], resamples=resamples, seed=seed)
         result[protocol] = {name: deltas[names[name]] for name in available}
     for key in STRESS_KEYS:
@@ -170,15 +171,15 @@ def main(summary: bool) -> None:
     except ResourceError as error:
         raise click.ClickException(str(error)) from None
     comparison = compare(params, per_dialogue, scored)
-    for variant in VARIANTS:
-        tmp_dir = SCORED_DIR / f".{variant}.tmp"
+    # All outputs or none (a full disk keeps every previous one): scores, metrics and plots describe one run.
+    dirs = {SCORED_DIR / variant: SCORED_DIR / f".{variant}.tmp" for variant in VARIANTS}
+    for variant, tmp_dir in zip(VARIANTS, dirs.values(), strict=True):
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # left by a crash
         for name, rows in scored[variant].items():
             write_jsonl(tmp_dir / f"{name}.jsonl", rows)
-        replace_dir(tmp_dir, SCORED_DIR / variant)
-        write_json(METRICS_DIR / f"{variant}.json", metrics[variant])
-    write_json(METRICS_DIR / "human.json", human)
-    write_json(METRICS_DIR / "compare.json", comparison)
-    write_plot_files(PLOTS_DIR, metrics, scored)
+    texts = {METRICS_DIR / f"{variant}.json": json_text(metrics[variant]) for variant in VARIANTS}
+    texts |= {METRICS_DIR / "human.json": json_text(human), METRICS_DIR / "compare.json": json_text(comparison)}
+    write_outputs(texts | plot_texts(PLOTS_DIR, metrics, scored), dirs)
     if "rouge" in params.evaluate.metrics:
         for protocol in ("pooled_reference", "best_reference"):
             rouge1, base, peft = comparison[protocol]["rouge1"], metrics["base"], metrics["peft"]

@@ -422,3 +422,26 @@ def test_a_directory_output_is_swapped_whole_or_not_at_all(tmp_path, monkeypatch
     write_outputs({tmp_path / "train.json": "new"}, dirs={final_dir: tmp_dir})
     assert (final_dir / "weights").read_text() == "new" and (tmp_path / "train.json").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "train.json"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_during_evaluate_leaves_every_previous_output(tmp_path, monkeypatch):
+    """Scores, metrics and plots describe one run: a full disk midway keeps all of the previous ones."""
+    from click.testing import CliRunner
+
+    from stages.evaluate import main
+    from tests.test_scoring import write_predictions
+
+    write_predictions(tmp_path, {"metrics": ["rouge", "bleu", "length"], "bootstrap_resamples": 50})
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(main, []).exit_code == 0
+    outputs = sorted(p for d in ("data/scored", "metrics") for p in (tmp_path / d).rglob("*") if p.is_file())
+    assert len(outputs) == 4 + 4 + 4  # scored test/stress per model, 4 metrics files, 4 plot files
+    before = {path: path.read_bytes() for path in outputs}
+    for model in ("base", "peft"):  # new predictions for both: every output would change
+        test_path = tmp_path / f"data/predictions/{model}/test.jsonl"
+        test_path.write_text(test_path.read_text().replace("Jack is late", "Jack is never late"))
+    fail_nth_output(monkeypatch, 5, "full")  # after both models' scored files, at the first metrics file
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 1 and "No space left on device" in result.output, result.output
+    assert {path: path.read_bytes() for path in outputs} == before
