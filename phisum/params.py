@@ -12,7 +12,7 @@ from pathlib import Path
 from ruamel.yaml import YAML, YAMLError
 
 PARAMS_PATH = Path("params.yaml")
-METRICS = ("rouge", "bleu", "meteor", "bertscore", "length")  # phisum.scoring.METRICS, without importing it
+METRICS = ("rouge", "bleu", "meteor", "bertscore", "length")  # evaluate.metrics choices; phisum.metrics imports them
 
 
 class ParamsError(ValueError):

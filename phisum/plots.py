@@ -6,7 +6,11 @@ chart definitions), hence metrics/plots/<chart>/<model>.csv rather than one file
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
+
+from phisum.metrics import count_words
 
 MODELS = ("base", "peft")
 
@@ -41,18 +45,26 @@ def length_rows(scored_test: list[dict]) -> list[tuple[str, float, int]]:
     """(dialogue id, mean reference words, prediction words) per test dialogue; on y = x the length is right."""
     rows = []
     for row in scored_test:
-        references = [len(reference.split()) for reference in row["references"]]
-        rows.append((row["id"], round(sum(references) / len(references), 2), len(row["prediction"].split())))
+        references = [count_words(reference) for reference in row["references"]]
+        rows.append((row["id"], round(sum(references) / len(references), 2), count_words(row["prediction"])))
     return rows
+
+
+def csv_text(header: tuple[str, ...], rows: list[tuple]) -> str:
+    """CSV with a header line; a field holding a comma, quote or newline is quoted, so it reads back whole."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def plot_texts(plots_dir: Path, metrics: dict[str, dict], scored: dict[str, dict]) -> dict[Path, str]:
     """{path: CSV text} of metrics/plots/scores/<model>.csv and metrics/plots/lengths/<model>.csv, both models."""
     texts = {}
     for model in MODELS:
-        scores = ["metric,value"] + [f"{name},{value}" for name, value in score_rows(metrics[model])]
-        texts[plots_dir / "scores" / f"{model}.csv"] = "\n".join(scores) + "\n"
-        lengths = ["dialogue,reference_words,prediction_words"]
-        lengths += [f"{dialogue},{ref},{pred}" for dialogue, ref, pred in length_rows(scored[model]["test"])]
-        texts[plots_dir / "lengths" / f"{model}.csv"] = "\n".join(lengths) + "\n"
+        texts[plots_dir / "scores" / f"{model}.csv"] = csv_text(("metric", "value"), score_rows(metrics[model]))
+        texts[plots_dir / "lengths" / f"{model}.csv"] = csv_text(
+            ("dialogue", "reference_words", "prediction_words"), length_rows(scored[model]["test"])
+        )
     return texts

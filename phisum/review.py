@@ -21,7 +21,8 @@ import click
 from rouge_score import rouge_scorer
 
 from phisum.files import write_text
-from phisum.scoring import COMPARISONS, CORPUS_METRICS, paired_bootstrap
+from phisum.metrics import CORPUS_METRICS
+from phisum.significance import COMPARISONS, paired_bootstrap
 
 SCORED_TEST = "data/scored/{model}/test.jsonl"
 SCORED_STRESS = "data/scored/{model}/stress.jsonl"
@@ -234,7 +235,7 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def build_review(base: str, top: int = 5, resamples: int = 1000, seed: int = 42) -> str:
+def build_review(base: str, top: int, resamples: int, seed: int) -> str:
     """The review markdown; raises ReviewError when the workspace is stale or a revision cannot be read."""
     check_not_stale()
     labels = {base: base, None: "this revision"}

@@ -21,19 +21,11 @@ import click
 import numpy as np
 
 from phisum.files import json_text, read_jsonl, write_jsonl, write_outputs
+from phisum.metrics import BertScoreSettings, Scored, human_groups, score_groups
 from phisum.params import Params, ParamsError, load_params
 from phisum.plots import plot_texts
-from phisum.scoring import (
-    BLEU_STATS,
-    COMPARISONS,
-    LENGTH_STATS,
-    ResourceError,
-    compare_systems,
-    human_groups,
-    paired_bootstrap,
-    score_groups,
-    statistic_keys,
-)
+from phisum.resources import ResourceError
+from phisum.significance import COMPARISONS, compare_systems, paired_bootstrap
 from phisum.stress import aggregate_scores, score_summary
 
 PARAMS = ("seed", "evaluate")
@@ -45,34 +37,29 @@ METRICS_DIR = Path("metrics")
 STRESS_KEYS = ("final_time_correct", "red_herring", "action_item_recall")
 
 
-def score_test(params: Params, groups: list[dict]) -> tuple[dict, list[dict]]:
+def score_test(params: Params, groups: list[dict]) -> Scored:
     """score_groups with the evaluate params."""
-    return score_groups(
-        groups,
-        metrics=params.evaluate.metrics,
-        bertscore_model=params.evaluate.bertscore_model,
-        bertscore_layers=params.evaluate.bertscore_layers,
-        bertscore_rescale=params.evaluate.bertscore_rescale,
-    )
+    evaluate = params.evaluate
+    bertscore = BertScoreSettings(evaluate.bertscore_model, evaluate.bertscore_layers, evaluate.bertscore_rescale)
+    return score_groups(groups, evaluate.metrics, bertscore)
 
 
-def score_variant(params: Params, predictions: dict[str, list[dict]]) -> tuple[dict, dict, list[dict]]:
-    """Return (metrics, {"test": scored rows, "stress": scored rows}, per-dialogue scores) for one model."""
+def score_variant(params: Params, predictions: dict[str, list[dict]]) -> tuple[dict, dict, Scored]:
+    """Return (metrics, {"test": scored rows, "stress": scored rows}, the test set's Scored) for one model."""
     test = predictions["test"]
-    summary, per_dialogue = score_test(params, test)
+    scored = score_test(params, test)
+    summary = scored.summary
     stress = [{**case, **score_summary(case["prediction"], case)} for case in predictions["stress"]]
     summary["stress"] = aggregate_scores(stress)
     # Cut off: generation hit max_new_tokens without EOS or a stop string.
     summary["cut_off_predictions"] = sum(not row["stopped"] for row in test)
     summary["hit_max_new_tokens"] = round(float(np.mean([not row["stopped"] for row in test])), 4)
     summary["mean_new_tokens"] = round(float(np.mean([row["new_tokens"] for row in test])), 2)
-    # Per-example files keep the scores a reader wants; the BLEU and length counts only feed the bootstrap.
-    counts = {*BLEU_STATS, *LENGTH_STATS}
     scored_test = [
-        {**row, "scores": {k: round(v, 4) for k, v in scores.items() if k not in counts}}
-        for row, scores in zip(test, per_dialogue, strict=True)
+        {**row, "scores": {k: round(v, 4) for k, v in scores.items()}}
+        for row, scores in zip(test, scored.scores, strict=True)
     ]
-    return summary, {"test": scored_test, "stress": stress}, per_dialogue
+    return summary, {"test": scored_test, "stress": stress}, scored
 
 
 def score_human(params: Params, test: list[dict]) -> dict:
@@ -80,7 +67,7 @@ def score_human(params: Params, test: list[dict]) -> dict:
     held_out = human_groups(test)
     if not held_out:
         return {"note": "no test dialogue has two or more references: no human ceiling"}
-    summary, _ = score_test(params, held_out)
+    summary = score_test(params, held_out).summary
     most = max(len(group["references"]) for group in test)
     summary["note"] = (
         f"Leave-one-out over the {len({g['id'] for g in held_out})} test dialogues with two or more references: "
@@ -93,14 +80,14 @@ def score_human(params: Params, test: list[dict]) -> dict:
     return summary
 
 
-def compare(params: Params, per_dialogue: dict[str, list[dict]], scored: dict[str, dict]) -> dict:
+def compare(params: Params, per_dialogue: dict[str, Scored], scored: dict[str, dict]) -> dict:
     """PEFT minus base per protocol and metric, and on the stress benchmark, with 95% paired bootstrap intervals."""
     base, peft = (per_dialogue[v] for v in VARIANTS)
     seed, resamples = params.seed, params.evaluate.bootstrap_resamples
     result = {"resamples": resamples, "stress": {}}
     for protocol, names in COMPARISONS.items():
         # A metric switched off in evaluate.metrics has no per-dialogue scores: nothing to compare.
-        available = [name for name, key in names.items() if all(k in base[0] for k in statistic_keys(key))]
+        available = [name for name, key in names.items() if base.computed(key)]
         deltas = compare_systems(base, peft, [names[n] for n in available], resamples=resamples, seed=seed)
         result[protocol] = {name: deltas[names[name]] for name in available}
     for key in STRESS_KEYS:

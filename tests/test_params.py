@@ -71,12 +71,6 @@ def test_params_read_yaml_1_2_floats_like_dvc(tmp_path):
     assert load_params(tmp_path / "params.yaml").train.learning_rate == 1e-4
 
 
-def test_the_metric_names_params_allow_are_the_ones_scoring_knows():
-    from phisum import params, scoring
-
-    assert params.METRICS == scoring.METRICS
-
-
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

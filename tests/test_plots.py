@@ -1,11 +1,13 @@
 """Plots that read right: what `dvc plots show --json` gives for the demo run, chart by chart."""
 
+import csv
+import io
 import json
 from pathlib import Path
 
 import pytest
 
-from phisum.plots import length_rows, score_rows
+from phisum.plots import length_rows, plot_texts, score_rows
 from tests.conftest import VENV_BIN, run
 
 DVC = str(VENV_BIN / "dvc")
@@ -32,8 +34,44 @@ def test_score_rows_take_headline_scores_bertscore_f1_and_stress_rates():
 
 
 def test_length_rows_pair_prediction_words_with_mean_reference_words():
-    rows = [{"id": "d1", "prediction": "a b c", "references": ["a b", "a b c d e"]}]
-    assert length_rows(rows) == [("d1", 3.5, 3)]
+    rows = [
+        {"id": "d1", "prediction": "a b c", "references": ["a b", "a b c d e"]},
+        # Words as the length metric counts them: runs between whitespace, punctuation attached.
+        {"id": "d2", "prediction": " Tom  meets\nAnn. ", "references": ["Tom, Ann and Bob meet.", "They meet.", "x"]},
+        {"id": "d3", "prediction": "", "references": ["one two three"]},
+    ]
+    assert length_rows(rows) == [("d1", 3.5, 3), ("d2", 2.67, 3), ("d3", 3.0, 0)]
+
+
+# Ids and metric names with a comma or a quote must stay one field each.
+PLOT_METRICS = {
+    "pooled_reference": {"rouge1": 0.5},
+    "all_references": {"bleu": 12.5, "length_ratio": 1.25},
+    "stress": {"cases": 4, 'odd, "quoted" rate': 0.75},
+}
+PLOT_SCORED = {"test": [{"id": 'test_1,"x"', "prediction": "a b", "references": ["a b c", "a"]}]}
+
+
+def test_plot_texts_are_csv_files_that_read_back_field_for_field(tmp_path):
+    texts = plot_texts(
+        tmp_path, {"base": PLOT_METRICS, "peft": PLOT_METRICS}, {"base": PLOT_SCORED, "peft": PLOT_SCORED}
+    )
+    assert sorted(texts) == [
+        tmp_path / chart / f"{model}.csv" for chart in ("lengths", "scores") for model in ("base", "peft")
+    ]
+    scores, lengths = texts[tmp_path / "scores/peft.csv"], texts[tmp_path / "lengths/peft.csv"]
+    assert scores == (
+        "metric,value\n"
+        "pooled_rouge1,0.5\n"
+        "sacrebleu_div_100,0.125\n"
+        "length_ratio,1.25\n"
+        '"stress_odd, ""quoted"" rate",0.75\n'
+    )
+    assert lengths == 'dialogue,reference_words,prediction_words\n"test_1,""x""",2.0,2\n'
+    assert list(csv.DictReader(io.StringIO(scores)))[-1] == {"metric": 'stress_odd, "quoted" rate', "value": "0.75"}
+    assert list(csv.DictReader(io.StringIO(lengths))) == [
+        {"dialogue": 'test_1,"x"', "reference_words": "2.0", "prediction_words": "2"}
+    ]
 
 
 @pytest.fixture(scope="module")

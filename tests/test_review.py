@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from phisum.scoring import paired_bootstrap
+from phisum.significance import paired_bootstrap
 from tests.conftest import ROOT, VENV_BIN, copy_demo, run
 
 pytestmark = pytest.mark.slow
