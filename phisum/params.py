@@ -35,6 +35,9 @@ class Rule:
 PositiveInt = Annotated[int, Rule(lambda v: v > 0, "must be > 0, got {value}")]
 PositiveFloat = Annotated[float, Rule(lambda v: v > 0, "must be > 0, got {value}")]
 Count = Annotated[int, Rule(lambda v: v >= 0, "must be >= 0, got {value}")]
+# "" is no revision: hub clients differ on what they make of it and a local directory ignores it; null is the latest.
+EMPTY_REVISION = "empty; give a commit hash from the hub, or null for the latest (and for a local directory)"
+Revision = Annotated[str | None, Rule(lambda v: v.strip() != "", EMPTY_REVISION)]
 # The optimizers this recipe is meant for (TrainingArguments.optim names); others need their own testing.
 Optimizer = Literal[
     "paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit", "adamw_torch", "adamw_torch_fused", "adafactor"
@@ -44,14 +47,14 @@ Optimizer = Literal[
 @dataclass(frozen=True)
 class ModelParams:
     name: str
-    revision: str | None
+    revision: Revision
     device: Literal["cuda", "cpu"]
 
 
 @dataclass(frozen=True)
 class DataParams:
     source: str
-    revision: str | None
+    revision: Revision
     on_bad_rows: Literal["error", "drop"]
 
 

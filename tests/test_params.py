@@ -36,6 +36,7 @@ def test_lora_r_lives_at_the_path_dvc_exp_run_sets(raw):
     assert raw["lora"]["r"] == 32
 
 
+EMPTY_REVISION = "empty; give a commit hash from the hub, or null for the latest (and for a local directory)"
 # (overrides as `dvc exp run -S` sets them, or (old, new) text in params.yaml) -> the whole one-line error.
 BAD_PARAMS = [
     ({"lora": {"r": 0}}, "lora.r: must be > 0, got 0"),
@@ -65,6 +66,8 @@ BAD_PARAMS = [
         "quantization.compute_dtype: got 'float8', allowed: auto, float16, bfloat16, float32",
     ),
     ({"model": {"device": "gpu"}}, "model.device: got 'gpu', allowed: cuda, cpu"),
+    ({"model": {"revision": ""}}, f"model.revision: {EMPTY_REVISION}"),
+    ({"data": {"revision": " "}}, f"data.revision: {EMPTY_REVISION}"),
     ({"data": {"on_bad_rows": "skip"}}, "data.on_bad_rows: got 'skip', allowed: error, drop"),
     (
         {"generate": {"max_new_tokens": 2048}},
@@ -107,6 +110,12 @@ def test_bad_params_are_one_error_naming_the_key_and_the_fix(tmp_path, edit, exp
     with pytest.raises(ParamsError) as error:
         load_params(write_bad_params(tmp_path, edit))
     assert str(error.value) == expected
+
+
+def test_a_null_revision_is_the_latest_or_a_local_directory(raw):
+    raw["model"]["revision"] = raw["data"]["revision"] = None
+    params = parse_params(raw)
+    assert (params.model.revision, params.data.revision) == (None, None)
 
 
 def test_int_is_accepted_where_a_float_is_expected(raw):
