@@ -195,7 +195,7 @@ def test_packed_batches_keep_completion_only_labels(tiny_model_dir, tmp_path):
     training = load_script("training")
 
     params = load_params(ROOT / "params.yaml")
-    params = dataclasses.replace(params, model=ModelParams(name=str(tiny_model_dir), revision=None))
+    params = dataclasses.replace(params, model=ModelParams(name=str(tiny_model_dir), revision=None, device="cpu"))
     rng = random.Random(0)
     rows = []
     for _ in range(12):

@@ -31,7 +31,7 @@ def test_cut_at_stop_string_keeps_the_text_before_the_first_one():
 
 
 def test_batched_greedy_generation_equals_one_at_a_time(tiny_model_dir):
-    model_params = ModelParams(name=str(tiny_model_dir), revision=None)
+    model_params = ModelParams(name=str(tiny_model_dir), revision=None, device="cpu")
     tokenizer = load_tokenizer(model_params)
     quant = QuantizationParams(quant_type="nf4", double_quant=True, compute_dtype="float32")
     model = load_base_model(model_params, quant, __import__("torch").float32).eval()
@@ -43,9 +43,9 @@ def test_batched_greedy_generation_equals_one_at_a_time(tiny_model_dir):
 
 
 def test_max_length_above_the_models_positions_is_a_params_error(tiny_model_dir):
-    check_max_length(ModelParams(name=str(tiny_model_dir), revision=None), 2048)
+    check_max_length(ModelParams(name=str(tiny_model_dir), revision=None, device="cpu"), 2048)
     with pytest.raises(ParamsError, match="prompt.max_length: 4096 exceeds .* limit of 2048 tokens"):
-        check_max_length(ModelParams(name=str(tiny_model_dir), revision=None), 4096)
+        check_max_length(ModelParams(name=str(tiny_model_dir), revision=None, device="cpu"), 4096)
 
 
 def test_your_own_dialogues_file_is_read_and_checked(tmp_path):
@@ -91,7 +91,7 @@ class ScriptedPhi:
 
 @pytest.fixture()
 def tiny_4bit(tiny_model_dir):
-    model_params = ModelParams(name=str(tiny_model_dir), revision=None)
+    model_params = ModelParams(name=str(tiny_model_dir), revision=None, device="cpu")
     quant = QuantizationParams(quant_type="nf4", double_quant=True, compute_dtype="float32")
     return load_tokenizer(model_params), load_base_model(model_params, quant, torch.float32).eval()
 

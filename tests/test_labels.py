@@ -10,7 +10,7 @@ from phisum.params import ModelParams
 
 
 def test_labels_mask_prompt_and_padding_and_keep_eos(tiny_model_dir, tmp_path):
-    tokenizer = load_tokenizer(ModelParams(name=str(tiny_model_dir), revision=None))
+    tokenizer = load_tokenizer(ModelParams(name=str(tiny_model_dir), revision=None, device="cpu"))
     assert tokenizer.pad_token_id == tokenizer.eos_token_id  # Phi-2's situation: pad = eos
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     rows = [

@@ -1,11 +1,11 @@
-import copy
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
 from phisum.params import ParamsError, load_params, parse_params
-from tests.conftest import ROOT
+from tests.conftest import ROOT, set_params
 
 
 def committed_params_text() -> str:
@@ -36,28 +36,86 @@ def test_lora_r_lives_at_the_path_dvc_exp_run_sets(raw):
     assert raw["lora"]["r"] == 32
 
 
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (lambda r: r["lora"].pop("r"), "lora.r: missing key"),
-        (lambda r: r["lora"].update(rank=8), "lora.rank: unknown key"),
-        (lambda r: r["lora"].update(r="16"), "lora.r: expected int"),
-        (lambda r: r["lora"].update(r=True), "lora.r: expected int"),
-        (lambda r: r["lora"].update(r=0), "lora.r: must be > 0"),
-        (lambda r: r["lora"].update(dropout=1.0), "lora.dropout: must be in [0, 1)"),
-        (lambda r: r["quantization"].update(quant_type="int3"), "quantization.quant_type: got 'int3'"),
-        (lambda r: r["prompt"].update(template="no placeholder"), "prompt.template: must contain"),
-        (lambda r: r["generate"].update(max_new_tokens=4096), "generate.max_new_tokens"),
-        (lambda r: r["evaluate"].update(metrics=["rouge", "bleurt"]), "evaluate.metrics: unknown bleurt"),
-        (lambda r: r["qualitative"].update(top_k=-1), "qualitative.top_k: must be >= 0"),
-    ],
-)
-def test_bad_params_name_the_key(raw, edit, message):
-    bad = copy.deepcopy(raw)
-    edit(bad)
+EMPTY_REVISION = "empty; give a commit hash from the hub, or null for the latest (and for a local directory)"
+# (overrides as `dvc exp run -S` sets them, or (old, new) text in params.yaml) -> the whole one-line error.
+BAD_PARAMS = [
+    ({"lora": {"r": 0}}, "lora.r: must be > 0, got 0"),
+    ({"lora": {"r": "16"}}, "lora.r: expected int, got '16'"),
+    ({"lora": {"r": True}}, "lora.r: expected int, got True"),
+    ({"lora": {"dropout": 1.5}}, "lora.dropout: must be in [0, 1), got 1.5"),
+    ({"lora": {"dropout": 1.0}}, "lora.dropout: must be in [0, 1), got 1.0"),
+    ({"lora": {"target_modules": []}}, "lora.target_modules: expected a non-empty list, got []"),
+    ({"train": {"learning_rate": 0}}, "train.learning_rate: must be > 0, got 0.0"),
+    ({"train": {"learning_rate": -2.0e-4}}, "train.learning_rate: must be > 0, got -0.0002"),
+    ({"train": {"batch_size": 0}}, "train.batch_size: must be > 0, got 0"),
+    ({"train": {"max_steps": 0}}, "train.max_steps: must be > 0, got 0"),
+    (
+        {"train": {"optim": "adamw_9bit"}},
+        "train.optim: got 'adamw_9bit', allowed: paged_adamw_8bit, adamw_8bit, paged_adamw_32bit, adamw_torch, "
+        "adamw_torch_fused, adafactor",
+    ),
+    (
+        {"train": {"save_steps": 5000}},
+        "train.save_steps: 5000 > train.max_steps 1000: no checkpoint would be written to resume from; lower it",
+    ),
+    ({"train": {"eval_steps": 5000}}, "train.eval_steps: 5000 > train.max_steps 1000; lower it"),
+    ({"train": {"gradient_checkpointing": "yes"}}, "train.gradient_checkpointing: expected bool, got 'yes'"),
+    ({"quantization": {"quant_type": "int4"}}, "quantization.quant_type: got 'int4', allowed: nf4, fp4"),
+    (
+        {"quantization": {"compute_dtype": "float8"}},
+        "quantization.compute_dtype: got 'float8', allowed: auto, float16, bfloat16, float32",
+    ),
+    ({"model": {"device": "gpu"}}, "model.device: got 'gpu', allowed: cuda, cpu"),
+    ({"model": {"revision": ""}}, f"model.revision: {EMPTY_REVISION}"),
+    ({"data": {"revision": " "}}, f"data.revision: {EMPTY_REVISION}"),
+    ({"data": {"on_bad_rows": "skip"}}, "data.on_bad_rows: got 'skip', allowed: error, drop"),
+    (
+        {"generate": {"max_new_tokens": 2048}},
+        "generate.max_new_tokens: 2048 leaves no room for the prompt within prompt.max_length 2048",
+    ),
+    (
+        {"evaluate": {"metrics": ["rouge", "bleurt"]}},
+        "evaluate.metrics: unknown bleurt; allowed: rouge, bleu, meteor, bertscore, length",
+    ),
+    ({"prompt": {"template": "Summarize: {text}"}}, "prompt.template: must contain the placeholder {dialogue}"),
+    ({"qualitative": {"top_k": -1}}, "qualitative.top_k: must be >= 0, got -1"),
+    ({"qualitative": {"random_examples": -1}}, "qualitative.random_examples: must be >= 0, got -1"),
+    (
+        ("lora:\n  r: 32", "lora:\n  rank: 8\n  r: 32"),
+        "lora.rank: unknown key (allowed here: r, alpha, dropout, target_modules)",
+    ),
+    (("\n  alpha: 32  #", "\n  #"), "lora.alpha: missing key (see the committed params.yaml for its meaning)"),
+    (
+        ("seed: 42", "seed: 42\nepochs: 3"),
+        "epochs: unknown key (allowed here: seed, model, data, prompt, quantization, lora, train, generate, "
+        "evaluate, qualitative)",
+    ),
+]
+
+
+def write_bad_params(directory: Path, edit: dict | tuple[str, str]) -> Path:
+    """The committed params.yaml with one edit, written into directory."""
+    text = committed_params_text()
+    if isinstance(edit, tuple):
+        assert edit[0] in text
+        text = text.replace(edit[0], edit[1], 1)
+    (directory / "params.yaml").write_text(text)
+    if isinstance(edit, dict):
+        set_params(directory, edit)
+    return directory / "params.yaml"
+
+
+@pytest.mark.parametrize(("edit", "expected"), BAD_PARAMS, ids=[e[:60] for _, e in BAD_PARAMS])
+def test_bad_params_are_one_error_naming_the_key_and_the_fix(tmp_path, edit, expected):
     with pytest.raises(ParamsError) as error:
-        parse_params(bad)
-    assert message in str(error.value)
+        load_params(write_bad_params(tmp_path, edit))
+    assert str(error.value) == expected
+
+
+def test_a_null_revision_is_the_latest_or_a_local_directory(raw):
+    raw["model"]["revision"] = raw["data"]["revision"] = None
+    params = parse_params(raw)
+    assert (params.model.revision, params.data.revision) == (None, None)
 
 
 def test_int_is_accepted_where_a_float_is_expected(raw):

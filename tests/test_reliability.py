@@ -4,6 +4,7 @@ import csv
 import errno
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,58 +16,32 @@ import pytest
 
 from phisum.params import read_yaml
 from tests.conftest import ROOT, VENV_BIN, run, set_params
-from tests.test_params import committed_params_text
+from tests.test_params import committed_params_text, write_bad_params
 
-# (edit to params.yaml as text, or a dict of overrides) -> the start of the one-line error
-BAD_PARAMS = [
-    ({"lora": {"r": 0}}, "lora.r: must be > 0"),
+# The checker's messages are tested in-process (tests/test_params.py); these prove the path through a real
+# stage process: a value rule, a cross-field rule, and a file that is no YAML.
+BAD_PARAMS_END_TO_END = [
     ({"lora": {"r": "16"}}, "lora.r: expected int, got '16'"),
-    ({"lora": {"dropout": 1.5}}, "lora.dropout: must be in [0, 1)"),
-    ({"lora": {"target_modules": []}}, "lora.target_modules: expected a non-empty list"),
-    ({"train": {"learning_rate": 0}}, "train.learning_rate: must be > 0"),
-    ({"train": {"learning_rate": -2.0e-4}}, "train.learning_rate: must be > 0"),
-    ({"train": {"batch_size": 0}}, "train.batch_size: must be > 0"),
-    ({"train": {"max_steps": 0}}, "train.max_steps: must be > 0"),
-    ({"train": {"optim": "adamw_9bit"}}, "train.optim: got 'adamw_9bit', allowed: paged_adamw_8bit"),
-    ({"train": {"save_steps": 5000}}, "train.save_steps: 5000 > train.max_steps 1000"),
-    ({"train": {"gradient_checkpointing": "yes"}}, "train.gradient_checkpointing: expected bool"),
-    ({"quantization": {"quant_type": "int4"}}, "quantization.quant_type: got 'int4', allowed: nf4, fp4"),
-    ({"quantization": {"compute_dtype": "float8"}}, "quantization.compute_dtype: got 'float8'"),
-    ({"data": {"on_bad_rows": "skip"}}, "data.on_bad_rows: got 'skip', allowed: error, drop"),
-    ({"generate": {"max_new_tokens": 2048}}, "generate.max_new_tokens: 2048 leaves no room for the prompt"),
-    ({"evaluate": {"metrics": ["rouge", "bleurt"]}}, "evaluate.metrics: unknown bleurt"),
-    ({"prompt": {"template": "Summarize: {text}"}}, "prompt.template: must contain the placeholder {dialogue}"),
-    ({"qualitative": {"random_examples": -1}}, "qualitative.random_examples: must be >= 0"),
-    (("lora:\n  r: 32", "lora:\n  rank: 8\n  r: 32"), "lora.rank: unknown key (allowed here: r, alpha"),
-    (("\n  alpha: 32  #", "\n  #"), "lora.alpha: missing key"),
-    (("seed: 42", "seed: 42\nepochs: 3"), "epochs: unknown key"),
+    ({"train": {"save_steps": 5000}}, "train.save_steps: 5000 > train.max_steps 1000: no checkpoint would be"),
     (("lora:\n", "lora: [\n"), "params.yaml: not valid YAML"),
 ]
 
 
-@pytest.fixture(scope="module")
-def stage_dir(tmp_path_factory) -> Path:
-    """A working directory for stage scripts, with no data and no model: any real work would fail."""
-    return tmp_path_factory.mktemp("stage")
+def prepare_command() -> list[str]:
+    """prepare's command as dvc.yaml runs it (its path options included), with this interpreter."""
+    command = shlex.split(read_yaml((ROOT / "dvc.yaml").read_text())["stages"]["prepare"]["cmd"])
+    assert command[:2] == ["python", "stages/prepare.py"], command
+    return [sys.executable, str(ROOT / command[1]), *command[2:]]
 
 
-@pytest.mark.parametrize(("edit", "expected"), BAD_PARAMS, ids=[e for _, e in BAD_PARAMS])
-def test_bad_params_fail_in_one_line_before_any_work(stage_dir, edit, expected):
-    text = committed_params_text()
-    if isinstance(edit, tuple):
-        assert edit[0] in text
-        (stage_dir / "params.yaml").write_text(text.replace(edit[0], edit[1], 1))
-    else:
-        (stage_dir / "params.yaml").write_text(text)
-        set_params(stage_dir, edit)
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "stages/prepare.py")], cwd=stage_dir, capture_output=True, text=True, timeout=120
-    )
-    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
-    assert done.returncode != 0
+@pytest.mark.parametrize(("edit", "expected"), BAD_PARAMS_END_TO_END, ids=[e for _, e in BAD_PARAMS_END_TO_END])
+def test_bad_params_fail_in_one_line_before_any_work(tmp_path, edit, expected):
+    write_bad_params(tmp_path, edit)  # no data and no model here: any real work would fail differently
+    done = subprocess.run(prepare_command(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    errors = done.stderr.splitlines()  # the whole of stderr: no traceback, no warnings before it
     assert len(errors) == 1 and errors[0].startswith(f"Error: {expected}"), done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    assert not (stage_dir / "data").exists() and not (stage_dir / "metrics").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
 def test_a_lora_typo_stops_dvc_repro_before_prepare_does_any_work(tmp_path):
