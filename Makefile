@@ -73,9 +73,10 @@ remote: setup
 review: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m phisum.review --base "$(BASE)" --out reports/review.md
 
-# Optional: the workflow linter for the CI workflow test (needs GitHub releases; the test skips without it).
+# One pytest-xdist worker per core, a test module per worker at a time (module fixtures are built once);
+# tests/conftest.py builds the demo workspace in the background meanwhile.
 test: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n auto --dist loadscope
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

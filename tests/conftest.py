@@ -3,10 +3,12 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from phisum.synthetic import make_example
 from phisum.tiny_model import build_tiny_model
@@ -35,12 +37,17 @@ VENV_BIN = Path(sys.executable).parent
 LOCAL_RESULTS = ("dvc.lock", "metrics/", "reports/", "data/predictions/")
 
 
-def run(args: list[str], cwd: Path, timeout: int = 900, check: bool = True, extra_env: dict | None = None) -> str:
-    """Run a command with the project's venv first on PATH; return stdout + stderr."""
+def command_env(extra_env: dict | None = None) -> dict[str, str]:
+    """The environment of a command run by a test: the project's venv first on PATH, a git identity."""
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", **(extra_env or {})}
     for role in ("AUTHOR", "COMMITTER"):
         env.update({f"GIT_{role}_NAME": "t", f"GIT_{role}_EMAIL": "t@t.invalid"})
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return env
+
+
+def run(args: list[str], cwd: Path, timeout: int = 900, check: bool = True, extra_env: dict | None = None) -> str:
+    """Run a command with the project's venv first on PATH; return stdout + stderr."""
+    done = subprocess.run(args, cwd=cwd, env=command_env(extra_env), capture_output=True, text=True, timeout=timeout)
     output = done.stdout + done.stderr
     if check:
         assert done.returncode == 0, f"{' '.join(args)} failed:\n{output[-4000:]}"
@@ -72,18 +79,59 @@ def set_params(repo: Path, overrides: dict) -> None:
 FAKE_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file can contain it by accident
 
 
+DEMO = "demo_repo"
+
+
+def pytest_collection_modifyitems(config, items: list) -> None:
+    """Tests on the demo workspace run last: the demo builds in the background while the others run."""
+    items.sort(key=lambda item: DEMO in item.fixturenames)  # stable: file order kept within both halves
+
+
+def run_dir(tmp_path_factory) -> Path:
+    """This test run's directory, the same for every pytest-xdist worker (each has its own basetemp below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session", autouse=True)
+def demo_build(request, tmp_path_factory) -> Path | None:
+    """Start `make demo` in a fresh clone-like copy as the session starts, if any selected test needs it.
+
+    It takes minutes (mostly the tiny model's pretraining) on one core; meanwhile the other tests run,
+    so a 2-core machine does both at once. The first xdist worker to get here starts it; the others
+    find it started. Returns the workspace directory (None when no selected test needs the demo).
+    """
+    if not any(DEMO in item.fixturenames for item in request.session.items):
+        return None
+    shared = run_dir(tmp_path_factory)
+    repo = shared / "demo"
+    with FileLock(shared / "demo.lock"):
+        if not repo.exists():
+            repo.mkdir()
+            copy_project(repo)
+            remote = shared / "demo-remote"
+            venv = VENV_BIN.parent
+            # -o: treat the (shared) venv as up to date; setup would re-point its editable install at the copy.
+            command = ["make", "-o", f"{venv}/.installed", "demo", f"VENV={venv}", f"REMOTE={remote}"]
+            fake_token = {"HF_TOKEN": FAKE_TOKEN, "HUGGING_FACE_HUB_TOKEN": FAKE_TOKEN}
+            log = (shared / "demo.log").open("w")
+            # The exit status goes to a file: a worker that did not start it cannot wait() on it.
+            wrapped = ["sh", "-c", '"$@"; echo $? > ../demo.status', "sh", *command]
+            subprocess.Popen(wrapped, cwd=repo, env=command_env(fake_token), stdout=log, stderr=subprocess.STDOUT)
+    return repo
+
+
 @pytest.fixture(scope="session")
-def demo_repo(tmp_path_factory) -> tuple[Path, str]:
+def demo_repo(demo_build, tmp_path_factory) -> tuple[Path, str]:
     """A fresh clone-like copy of the project after `make demo` (shared: copy it before changing it)."""
-    repo = copy_project(tmp_path_factory.mktemp("clone"))
-    venv = VENV_BIN.parent
-    remote = tmp_path_factory.mktemp("dvc-remote")
-    # -o: treat the (shared) venv as up to date; setup would re-point its editable install at the copy.
-    fake_token = {"HF_TOKEN": FAKE_TOKEN, "HUGGING_FACE_HUB_TOKEN": FAKE_TOKEN}
-    output = run(
-        ["make", "-o", f"{venv}/.installed", "demo", f"VENV={venv}", f"REMOTE={remote}"], repo, extra_env=fake_token
-    )
-    return repo, output
+    status, log = demo_build.parent / "demo.status", demo_build.parent / "demo.log"
+    deadline = time.monotonic() + 1800
+    while not status.exists() or not status.read_text().strip():
+        assert time.monotonic() < deadline, f"make demo did not finish in 30 min:\n{log.read_text()[-4000:]}"
+        time.sleep(2)
+    output = log.read_text()
+    assert status.read_text().strip() == "0", f"make demo failed:\n{output[-4000:]}"
+    return demo_build, output
 
 
 def copy_demo(demo: Path, dest: Path) -> Path:
