@@ -11,11 +11,9 @@ from phisum.modeling import (
     build_lora_config,
     check_target_modules,
     count_parameters,
-    load_base_model,
-    load_tokenizer,
     resolve_compute_dtype,
 )
-from phisum.params import LoraParams, ModelParams, ParamsError, QuantizationParams
+from phisum.params import LoraParams, ParamsError
 
 SEED_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "dense"]
 
@@ -83,19 +81,11 @@ def test_bfloat16_on_a_t4_is_a_params_error(gpu_capability):
 def test_float16_on_the_cpu_is_a_params_error(no_gpu):
     with pytest.raises(ParamsError) as error:
         resolve_compute_dtype("float16", "cpu")
-    assert str(error.value) == ("quantization.compute_dtype: float16 has no fast CPU kernels here; use auto or float32")
-
-
-@pytest.fixture()
-def tiny_4bit(tiny_model_dir):
-    """The tiny model in 4-bit NF4 on the CPU, as the stages load it, and its tokenizer (fresh: LoRA changes it)."""
-    model_params = ModelParams(name=str(tiny_model_dir), revision=None)
-    quant = QuantizationParams(quant_type="nf4", double_quant=True, compute_dtype="float32")
-    return load_base_model(model_params, quant, torch.float32), load_tokenizer(model_params)
+    assert str(error.value) == "quantization.compute_dtype: float16 has no fast CPU kernels here; use auto or float32"
 
 
 def test_unknown_target_module_lists_the_models_linear_layers(tiny_4bit):
-    model, _ = tiny_4bit
+    _, model = tiny_4bit
     check_target_modules(model, SEED_LORA_TARGETS)
     with pytest.raises(TargetModuleError) as error:
         check_target_modules(model, ["Wqkv", "q_proj", "out_proj"])
@@ -106,7 +96,7 @@ def test_unknown_target_module_lists_the_models_linear_layers(tiny_4bit):
 
 
 def test_4bit_tiny_model_with_lora_r8_counts_true_parameters(tiny_4bit):
-    model, tokenizer = tiny_4bit
+    tokenizer, model = tiny_4bit
     vocab = len(tokenizer)
     assert vocab == 867  # the BPE the tiny_model_dir fixture trains; the counts below follow from it
     lora = LoraParams(r=8, alpha=16, dropout=0.0, target_modules=SEED_LORA_TARGETS)
