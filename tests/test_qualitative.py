@@ -106,7 +106,7 @@ def test_report_shows_each_pick_side_by_side_your_dialogues_empties_and_stress_f
             ],
             "stress": [
                 {**cases[0], **right, "prediction": "Wednesday at 11 am, not Tuesday at 2 pm. Alice: Q2 report."},
-                {**cases[1], **right, "red_herring": True, "prediction": "Thursday at 3 pm or Friday at 9."},
+                {**cases[1], **right, "final_time_correct": False, "prediction": "Friday at 10."},
                 {**cases[2], **right, "prediction": "Monday at 2:30 pm."},
             ],
         },
@@ -199,5 +199,5 @@ Reference(s):
 
 | case | changes | expected | failed | summary |
 |---|---|---|---|---|
-| stress_001 | 1 | Friday 09:00 | red herring | Thursday at 3 pm or Friday at 9. |
+| stress_001 | 1 | Friday 09:00 | final time | Friday at 10. |
 """
