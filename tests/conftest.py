@@ -32,6 +32,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out_dir
 
 
+@pytest.fixture()
+def tiny_4bit(tiny_model_dir):
+    """The tiny model's tokenizer and the model in 4-bit NF4 on the CPU, as the stages load them (fresh per test)."""
+    import torch
+
+    from phisum.modeling import load_base_model, load_tokenizer
+    from phisum.params import ModelParams, QuantizationParams
+
+    model_params = ModelParams(name=str(tiny_model_dir), revision=None, device="cpu")
+    quant = QuantizationParams(quant_type="nf4", double_quant=True, compute_dtype="float32")
+    return load_tokenizer(model_params), load_base_model(model_params, quant, torch.float32).eval()
+
+
 VENV_BIN = Path(sys.executable).parent
 # Results of an earlier local run are not part of a clone.
 LOCAL_RESULTS = ("dvc.lock", "metrics/", "reports/", "data/predictions/")

@@ -26,8 +26,16 @@ def row(row_id, dialogue="#Person1#: Hi.\n#Person2#: Hello.", summary="They gree
 
 def test_prepare_makes_prompt_and_completion(tokenizer):
     rows, stats = prepare_split([row("a")], "train.csv", TEMPLATE, tokenizer, 512, None)
-    assert rows[0]["prompt"] == TEMPLATE.replace("{dialogue}", "#Person1#: Hi.\n#Person2#: Hello.")
-    assert rows[0]["completion"] == "They greet."
+    assert rows == [
+        {
+            "id": "a",
+            "topic": "greeting",
+            "dialogue": "#Person1#: Hi.\n#Person2#: Hello.",
+            "summary": "They greet.",
+            "prompt": "Instruct: Summarize the below conversation.\n\n#Person1#: Hi.\n#Person2#: Hello.\nOutput:\n",
+            "completion": "They greet.",
+        }
+    ]
     assert (stats.rows_in, stats.rows_out, stats.truncated) == (1, 1, 0)
 
 

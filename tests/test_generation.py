@@ -13,8 +13,8 @@ from phisum.generation import (
     generate_summaries,
     masked_attention_kernels,
 )
-from phisum.modeling import check_max_length, describe_runtime, load_base_model, load_tokenizer
-from phisum.params import ModelParams, ParamsError, QuantizationParams
+from phisum.modeling import check_max_length, describe_runtime
+from phisum.params import ModelParams, ParamsError
 from tests.conftest import ROOT
 
 
@@ -30,11 +30,8 @@ def test_cut_at_stop_string_keeps_the_text_before_the_first_one():
     assert cut_at_stop_string("Tom meets Ann.", ["\nInstruct:"]) == ("Tom meets Ann.", False)
 
 
-def test_batched_greedy_generation_equals_one_at_a_time(tiny_model_dir):
-    model_params = ModelParams(name=str(tiny_model_dir), revision=None, device="cpu")
-    tokenizer = load_tokenizer(model_params)
-    quant = QuantizationParams(quant_type="nf4", double_quant=True, compute_dtype="float32")
-    model = load_base_model(model_params, quant, __import__("torch").float32).eval()
+def test_batched_greedy_generation_equals_one_at_a_time(tiny_4bit):
+    tokenizer, model = tiny_4bit
     prompts = [f"Instruct: Summarize.\n\n#Person1#: Meet on day {i}{' please' * i}?\nOutput:\n" for i in range(6)]
     batched = generate_summaries(model, tokenizer, prompts, 12, batch_size=4, stop_strings=["\n\n"])
     single = generate_summaries(model, tokenizer, prompts, 12, batch_size=1, stop_strings=["\n\n"])
@@ -87,13 +84,6 @@ class ScriptedPhi:
             return output
 
         model.forward = forward
-
-
-@pytest.fixture()
-def tiny_4bit(tiny_model_dir):
-    model_params = ModelParams(name=str(tiny_model_dir), revision=None, device="cpu")
-    quant = QuantizationParams(quant_type="nf4", double_quant=True, compute_dtype="float32")
-    return load_tokenizer(model_params), load_base_model(model_params, quant, torch.float32).eval()
 
 
 PROMPTS = [f"Instruct: Summarize.\n\n#Person1#: Meet on day {i}{' please' * i}?\nOutput:\n" for i in range(5)]

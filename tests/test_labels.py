@@ -1,35 +1,33 @@
-"""What the model learns: loss on the summary and its EOS only (exact token ids)."""
+"""What the model learns: loss on the summary and its EOS only, with the train stage's SFT config and collator."""
 
-import torch
-from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import SFTConfig, SFTTrainer
+import re
 
-from phisum.modeling import load_tokenizer
-from phisum.params import ModelParams
+from tests.test_training import build_trainer, cpu_profile_params
+
+PROMPTS = [
+    "Instruct: Summarize the below conversation.\n\n#Person1#: Hi.\nOutput:\n",
+    "Instruct: Summarize the below conversation.\n\n#Person1#: Hi there, friend.\n#Person2#: Hello!\nOutput:\n",
+]
+COMPLETIONS = ["They greet.", "Two friends say hello."]
 
 
-def test_labels_mask_prompt_and_padding_and_keep_eos(tiny_model_dir, tmp_path):
-    tokenizer = load_tokenizer(ModelParams(name=str(tiny_model_dir), revision=None, device="cpu"))
-    assert tokenizer.pad_token_id == tokenizer.eos_token_id  # Phi-2's situation: pad = eos
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    rows = [
-        {"prompt": "Instruct: Summarize.\n\n#Person1#: Hi.\nOutput:\n", "completion": "They greet."},
-        {"prompt": "Instruct: Summarize.\n\n#Person1#: Hi there, friend.\nOutput:\n", "completion": "A greeting."},
-    ]
-    config = SFTConfig(
-        output_dir=str(tmp_path), completion_only_loss=True, max_length=128, report_to="none", use_cpu=True
-    )
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+def test_labels_mask_prompt_and_padding_and_keep_the_summary_and_eos(tiny_model_dir, tmp_path):
+    rows = [{"prompt": p, "completion": c} for p, c in zip(PROMPTS, COMPLETIONS, strict=True)]
+    trainer = build_trainer(cpu_profile_params(tiny_model_dir), rows, tmp_path)
+    tokenizer = trainer.processing_class
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id  # Phi-2's situation: padding reuses EOS
     batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
-    raw = AutoTokenizer.from_pretrained(tiny_model_dir)
-    eos = raw.eos_token_id
-    for i, row in enumerate(rows):
-        prompt_ids = raw(row["prompt"])["input_ids"]
-        completion_ids = raw(row["prompt"] + row["completion"])["input_ids"][len(prompt_ids) :]
-        expected = [-100] * len(prompt_ids) + completion_ids + [eos]
-        labels = batch["labels"][i].tolist()
-        assert labels[: len(expected)] == expected
-        assert set(labels[len(expected) :]) <= {-100}  # padding masked by position
-    # The shorter row is padded with EOS ids, and those pad positions carry no loss.
-    assert batch["input_ids"][0].tolist()[-1] == eos and batch["labels"][0].tolist()[-1] == -100
+    for i in range(2):
+        ids, labels = batch["input_ids"][i].tolist(), batch["labels"][i].tolist()
+        attended = batch["attention_mask"][i].tolist()
+        # P: prompt (attended, no loss), S: supervised, -: padding (no loss)
+        kinds = ("S" if label != -100 else "P" if seen else "-" for label, seen in zip(labels, attended, strict=True))
+        layout = "".join(kinds)
+        assert re.fullmatch("P+S+-*", layout), layout
+        assert tokenizer.decode([t for t, kind in zip(ids, layout, strict=True) if kind == "P"]) == PROMPTS[i]
+        supervised = [label for label in labels if label != -100]
+        # Unshifted: the model shifts labels itself.
+        assert supervised == [t for t, kind in zip(ids, layout, strict=True) if kind == "S"]
+        assert tokenizer.decode(supervised) == COMPLETIONS[i] + "<|endoftext|>"
+    # The shorter row is padded with EOS ids, and those positions carry no loss (masked by position, not by id).
+    assert batch["input_ids"][0].tolist()[-1] == tokenizer.eos_token_id and batch["labels"][0].tolist()[-1] == -100

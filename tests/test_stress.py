@@ -251,5 +251,5 @@ def test_aggregate_scores_gives_exact_means():
 
 
 def test_aggregate_scores_refuses_an_empty_list():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^no scores to aggregate$"):
         aggregate_scores([])

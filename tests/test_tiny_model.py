@@ -10,11 +10,12 @@ from phisum.tiny_model import build_tiny_model, pack_blocks, train_tokenizer
 
 
 def test_pack_blocks_joins_texts_with_eos_and_drops_the_remainder():
-    tokenizer = train_tokenizer(["hello there", "general kenobi"], vocab_size=300)
-    ids = [tokenizer(text)["input_ids"] for text in ("hello there", "general kenobi")]
-    stream = ids[0] + [tokenizer.eos_token_id] + ids[1] + [tokenizer.eos_token_id]
+    # 257 = the 256 byte tokens and EOS: no merges, one token per character, so the blocks are known by hand.
+    tokenizer = train_tokenizer(["hello there", "general kenobi"], vocab_size=257)
     blocks = pack_blocks(tokenizer, ["hello there", "general kenobi"], block_size=5)
-    assert blocks["input_ids"] == [stream[i : i + 5] for i in range(0, len(stream) // 5 * 5, 5)]
+    # 11 + 1 + 14 + 1 = 27 tokens: five blocks of 5; the last two, "i" and EOS, are dropped.
+    decoded = [tokenizer.decode(block) for block in blocks["input_ids"]]
+    assert decoded == ["hello", " ther", "e<|endoftext|>gen", "eral ", "kenob"]
     assert blocks["labels"] == blocks["input_ids"]  # the model shifts labels itself
 
 

@@ -1,4 +1,4 @@
-"""The train stage through its real CLI on the tiny model: resume, NaN stop, target check, counts, merge."""
+"""The train stage through its real CLI on the tiny model: resume, NaN stop, merge, process planning."""
 
 import json
 import os
@@ -12,17 +12,16 @@ import pytest
 import torch
 import trl.kernels.chunked_logprob
 from click.testing import CliRunner
-from peft import get_peft_model
-from transformers import AutoTokenizer, PhiConfig, PhiForCausalLM
+from transformers import AutoTokenizer, PhiForCausalLM
 
 from phisum.export import load_unquantized_with_adapter, merge_adapter
-from phisum.modeling import PHI2_DIMS, build_lora_config, count_parameters
-from phisum.params import LoraParams
+from phisum.params import load_params
 from phisum.profile import apply_overrides
 from phisum.training import plan_processes, select_loss_kernels
 from tests.conftest import ROOT, VENV_BIN, copy_project, run, set_params
 from tests.test_generation import load_stage
 from tests.test_params import committed_params_text
+from tests.test_training import cpu_profile_params, cpu_profile_text
 
 PYTHON = str(VENV_BIN / "python")
 DVC = str(VENV_BIN / "dvc")
@@ -50,16 +49,6 @@ def workspace_like(repo: Path, dest: Path, overrides: dict) -> Path:
 
 def train_metrics(repo: Path) -> dict:
     return json.loads((repo / "metrics/train.json").read_text())
-
-
-def test_full_size_phi2_with_seed_lora_has_20971520_trainable_parameters():
-    config = PhiConfig(**PHI2_DIMS)
-    with torch.device("meta"):  # the architecture without allocating 2.7B weights
-        model = PhiForCausalLM(config)
-    lora = LoraParams(r=32, alpha=32, dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "dense"])
-    counts = count_parameters(get_peft_model(model, build_lora_config(lora)))
-    assert counts["trainable_params"] == 20_971_520
-    assert counts["total_params"] == 2_779_683_840 + 20_971_520
 
 
 @pytest.mark.slow
@@ -104,13 +93,6 @@ def test_non_finite_loss_stops_at_once_and_writes_no_adapter(repo, tmp_path):
     assert "Traceback" not in output
     assert not (nan_repo / "models/adapter").exists()
     assert not list((nan_repo / "models").glob(".adapter-*"))
-
-
-def test_unknown_target_module_lists_the_models_linear_layers(repo, tmp_path):
-    bad_repo = workspace_like(repo, tmp_path, {"lora": {"target_modules": ["Wqkv", "q_proj"]}})
-    output = run([PYTHON, "stages/train.py"], bad_repo, check=False)
-    assert "lora.target_modules: Wqkv not found in phi; its linear layers are: dense, fc1, fc2, k_proj" in output
-    assert "Traceback" not in output
 
 
 @pytest.mark.slow
@@ -210,3 +192,66 @@ def test_below_compute_capability_8_the_trl_loss_runs_without_triton(monkeypatch
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: (7, 5))  # a T4
     assert select_loss_kernels("cuda") is False
     assert kernels._use_triton(torch.device("cuda")) is False  # what TRL's chunked log-prob asks
+
+
+def write_prepared(data_dir: Path, completion: str = "They greet.") -> list[Path]:
+    """data/prepared's two training files, with one row each."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    row = {"id": "a", "prompt": "Instruct: Summarize the below conversation.\n\n#Person1#: Hi.\nOutput:\n"}
+    paths = [data_dir / "train.jsonl", data_dir / "validation.jsonl"]
+    for path in paths:
+        path.write_text(json.dumps({**row, "completion": completion}) + "\n")
+    return paths
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seed": 7},
+        {"lora": {"r": 16}},
+        {"train": {"learning_rate": 1.0e-3}},
+        {"prompt": {"max_length": 256}},
+        {"quantization": {"quant_type": "fp4"}},
+        {"model": {"revision": "main"}},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_another_training_config_gets_another_run_fingerprint(tmp_path, change):
+    fingerprint = load_stage("train").run_fingerprint
+    data_paths = write_prepared(tmp_path)
+    same = fingerprint(cpu_profile_params(tmp_path), data_paths)
+    assert fingerprint(cpu_profile_params(tmp_path), data_paths) == same  # equal params read twice
+    assert fingerprint(cpu_profile_params(tmp_path, change), data_paths) != same
+
+
+def test_other_data_gets_another_run_fingerprint_and_later_stages_params_do_not(tmp_path):
+    fingerprint = load_stage("train").run_fingerprint
+    params = cpu_profile_params(tmp_path)
+    same = fingerprint(params, write_prepared(tmp_path / "a"))
+    assert fingerprint(params, write_prepared(tmp_path / "b")) == same  # the bytes count, not where they are
+    assert fingerprint(params, write_prepared(tmp_path / "c", completion="They wave.")) != same
+    # Generation, scoring and the report do not change what training does: a checkpoint stays resumable.
+    later = {"generate": {"batch_size": 2}, "evaluate": {"metrics": ["rouge"]}, "qualitative": {"top_k": 1}}
+    assert fingerprint(cpu_profile_params(tmp_path, later), write_prepared(tmp_path / "a")) == same
+
+
+def test_a_config_error_in_training_is_one_line_and_stale_checkpoints_are_gone(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad_targets = {"lora": {"target_modules": ["Wqkv", "q_proj"]}}
+    Path("params.yaml").write_text(cpu_profile_text(tiny_model_dir, bad_targets))
+    train = load_stage("train")
+    own = train.run_fingerprint(load_params(), write_prepared(Path("data/prepared")))
+    for run_id in (own, "0123456789ab"):  # this configuration's run, and another's
+        (Path("models/checkpoints") / run_id / "checkpoint-40").mkdir(parents=True)
+        (Path("models/checkpoints") / run_id / "checkpoint-40" / "trainer_state.json").write_text("{}")
+    Path(f"models/.adapter-{own}").mkdir()  # left by a crashed run
+    result = CliRunner().invoke(train.main, [])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "Error: lora.target_modules: Wqkv not found in phi; its linear layers are: "
+        "dense, fc1, fc2, k_proj, lm_head, q_proj, v_proj"
+    )
+    assert "Traceback" not in result.output
+    # Only the run with these params and data can resume: the other's checkpoints can never be used.
+    assert sorted(path.name for path in Path("models/checkpoints").iterdir()) == [own]
+    assert sorted(path.name for path in Path("models").iterdir()) == ["checkpoints"]  # no adapter, no temp dir
