@@ -9,7 +9,6 @@ metric never regenerates. Writes data/predictions/<variant>/{test,stress,extra}.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,23 +29,13 @@ from phisum.modeling import (
     resolve_compute_dtype,
 )
 from phisum.params import Params, ParamsError, load_params
-from phisum.prompt import build_prompt
+from phisum.prompt import PromptError, build_prompt, check_adapter_prompt
 from phisum.stress import make_stress_cases
 
 PARAMS = ("seed", "model", "prompt", "quantization", "generate")
 TEST_PATH = Path("data/prepared/test.jsonl")
 ADAPTER_DIR = Path("models/adapter")
 PREDICTIONS_DIR = Path("data/predictions")
-
-
-def check_adapter_prompt(adapter_dir: Path, template: str) -> None:
-    """Refuse to generate with an adapter under a prompt it was not trained on."""
-    trained = json.loads((adapter_dir / "prompt.json").read_text(encoding="utf-8"))["template"]
-    if trained != template:
-        raise click.ClickException(
-            f"{adapter_dir} was trained with prompt.template {trained!r}, params.yaml has {template!r}; "
-            "run `dvc repro` to retrain"
-        )
 
 
 def read_extra_dialogues(path: str) -> list[dict]:
@@ -126,7 +115,10 @@ def main(variant: str) -> None:
         raise click.ClickException(str(error)) from None
     adapter_dir = ADAPTER_DIR if variant == "peft" else None
     if adapter_dir is not None:
-        check_adapter_prompt(adapter_dir, params.prompt.template)
+        try:
+            check_adapter_prompt(adapter_dir, params.prompt.template)
+        except PromptError as error:
+            raise click.ClickException(str(error)) from None
     test_rows = read_jsonl(TEST_PATH)
     click.echo(f"generate {variant}: {params.model.name}, {len(test_rows)} test rows")
     try:

@@ -26,7 +26,7 @@ from datasets import Dataset
 from transformers import ProgressCallback, set_seed
 from trl import SFTTrainer
 
-from phisum.files import WriteError, json_text, read_jsonl, write_outputs
+from phisum.files import WriteError, json_text, read_jsonl, write_json, write_outputs
 from phisum.modeling import (
     TargetModuleError,
     build_lora_config,
@@ -38,6 +38,7 @@ from phisum.modeling import (
     resolve_compute_dtype,
 )
 from phisum.params import Params, ParamsError, load_params, to_dict
+from phisum.prompt import save_adapter_prompt
 from phisum.tracking import DVCLiveCurves, SparseProgress
 from phisum.training import (
     build_sft_config,
@@ -247,8 +248,8 @@ def main() -> None:
     if not is_main:
         return
     # The adapter records how it was made, so generation can check it uses the training prompt.
-    prompt = {"template": params.prompt.template, "max_length": params.prompt.max_length}
-    write_outputs({tmp_dir / "prompt.json": json_text(prompt), tmp_dir / "params.json": json_text(to_dict(params))})
+    save_adapter_prompt(tmp_dir, params.prompt)
+    write_json(tmp_dir / "params.json", to_dict(params))
     write_outputs({METRICS_PATH: json_text(metrics)}, dirs={ADAPTER_DIR: tmp_dir})  # adapter and metrics together
     shutil.rmtree(run_dir, ignore_errors=True)  # the adapter is the result; checkpoints were only for resuming
     click.echo(f"  loss {metrics['first_loss']} -> {metrics['last_loss']}")
