@@ -17,7 +17,7 @@ import click
 from peft import PeftModel
 from transformers import set_seed
 
-from phisum.data import DataError, decode_utf8, group_by_dialogue, is_text, parse_jsonl
+from phisum.data import DataError, decode_utf8, fit_prompts, group_by_dialogue, is_text, numbered_jsonl
 from phisum.files import read_jsonl, replace_dir, write_json, write_jsonl
 from phisum.generation import NonFiniteScoresError, generate_summaries
 from phisum.modeling import (
@@ -29,7 +29,7 @@ from phisum.modeling import (
     resolve_compute_dtype,
 )
 from phisum.params import Params, ParamsError, load_params
-from phisum.prompt import PromptError, build_prompt, check_adapter_prompt
+from phisum.prompt import PromptError, check_adapter_prompt
 from phisum.stress import make_stress_cases
 
 PARAMS = ("seed", "model", "prompt", "quantization", "generate")
@@ -43,17 +43,18 @@ def read_extra_dialogues(path: str) -> list[dict]:
     if not path:
         return []
     try:
-        rows = parse_jsonl(decode_utf8(Path(path)), path)
+        rows = numbered_jsonl(decode_utf8(Path(path)), path)
     except DataError as error:
         raise click.ClickException(f"generate.extra_dialogues: {error}") from None
     extra = []
-    for number, row in enumerate(rows, start=1):
+    for index, (line, row) in enumerate(rows):
         dialogue, row_id = row.get("dialogue"), row.get("id")
+        where = f"generate.extra_dialogues: {path} line {line}"
         if not is_text(dialogue) or not str(dialogue).strip():
-            raise click.ClickException(f"generate.extra_dialogues: {path} line {number} has no `dialogue` text")
+            raise click.ClickException(f'{where}: no `dialogue` text; give every line a non-empty "dialogue"')
         if row_id is not None and not is_text(row_id):
-            raise click.ClickException(f"generate.extra_dialogues: {path} line {number}: `id` is not text")
-        extra.append({"id": str(row_id) if row_id is not None else f"extra_{number - 1}", "dialogue": str(dialogue)})
+            raise click.ClickException(f"{where}: `id` is not text; give a string or leave it out")
+        extra.append({"id": str(row_id) if row_id is not None else f"extra_{index}", "dialogue": str(dialogue)})
     return extra
 
 
@@ -70,13 +71,15 @@ def generate(
     model.eval()
     click.echo(f"  {describe_runtime(model, compute_dtype)}")
     template = params.prompt.template
-    sets = {
-        "test": group_by_dialogue(test_rows),
-        "stress": make_stress_cases(params.seed, params.generate.stress_cases),
-        "extra": list(extra_rows),
-    }
+    # prepare cut the test dialogues to this budget; the others are cut here the same way.
+    budget = params.prompt.max_length - params.generate.max_new_tokens
+    stress, stress_cut = fit_prompts(
+        make_stress_cases(params.seed, params.generate.stress_cases), template, tokenizer, budget
+    )
+    extra, extra_cut = fit_prompts(list(extra_rows), template, tokenizer, budget)
+    sets = {"test": group_by_dialogue(test_rows), "stress": stress, "extra": extra}
     rows = [row for name in sets for row in sets[name]]
-    prompts = [row["prompt"] if "prompt" in row else build_prompt(template, row["dialogue"]) for row in rows]
+    prompts = [row["prompt"] for row in rows]
     started = time.perf_counter()
     try:
         outputs = generate_summaries(
@@ -99,7 +102,12 @@ def generate(
     for row, output in zip(rows, outputs, strict=True):
         row.pop("prompt", None)  # the test prompt is in data/prepared; keep predictions small
         row.update(prediction=output["text"], new_tokens=output["new_tokens"], stopped=output["stopped"])
-    stats = {"generation_s": round(generation_s, 1), "prompts": len(prompts), "compute_dtype": str(compute_dtype)}
+    stats = {
+        "generation_s": round(generation_s, 1),
+        "prompts": len(prompts),
+        "compute_dtype": str(compute_dtype),
+        "truncated_dialogues": {"stress": stress_cut, "extra": extra_cut},
+    }
     return sets, stats
 
 
@@ -123,8 +131,13 @@ def main(variant: str) -> None:
     click.echo(f"generate {variant}: {params.model.name}, {len(test_rows)} test rows")
     try:
         sets, stats = generate(params, test_rows, adapter_dir, extra_rows)
-    except ParamsError as error:
+    except (ParamsError, DataError) as error:
         raise click.ClickException(str(error)) from None
+    cut = stats["truncated_dialogues"]
+    if any(cut.values()):
+        click.echo(
+            f"  cut to prompt.max_length - generate.max_new_tokens tokens: {cut['stress']} stress, {cut['extra']} extra"
+        )
     out_dir = PREDICTIONS_DIR / variant
     tmp_dir = PREDICTIONS_DIR / f".{variant}.tmp"
     for name, rows in sets.items():

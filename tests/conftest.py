@@ -90,3 +90,25 @@ def copy_demo(demo: Path, dest: Path) -> Path:
     """A copy of the demo workspace (git history, experiments, DVC cache) that a test may change."""
     shutil.copytree(demo, dest, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
     return dest
+
+
+@pytest.fixture()
+def tiny_stage_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+    """The working directory, with params naming the tiny model and a small local dataset."""
+    from phisum.synthetic import write_dataset
+    from tests.test_params import committed_params_text
+
+    write_dataset(tmp_path / "dialogsum", seed=0, sizes={"train": 6, "validation": 3, "test": 3})
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "params.yaml").write_text(committed_params_text())
+    set_params(
+        tmp_path,
+        {
+            "model": {"name": str(tiny_model_dir), "revision": None, "device": "cpu"},
+            "data": {"source": str(tmp_path / "dialogsum"), "revision": None},
+            "prompt": {"max_length": 256},
+            "generate": {"max_new_tokens": 32},
+        },
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

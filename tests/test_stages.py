@@ -1,0 +1,80 @@
+"""The stages through their click mains, in this process, in a temporary working directory (CliRunner)."""
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from phisum.modeling import load_tokenizer
+from phisum.params import load_params
+from phisum.prompt import build_prompt
+from tests.conftest import set_params
+
+LONG_DIALOGUE = "#Person1#: " + "Let us meet on Monday at noon and bring the report. " * 100
+
+
+def invoke(stage: str, *args: str):
+    """A stage's click main, in process; returns click's Result."""
+    import importlib
+
+    return CliRunner().invoke(importlib.import_module(f"stages.{stage}").main, list(args))
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    errors = result.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("Error: "), result.stderr
+    return errors[0]
+
+
+def test_stress_cases_and_your_own_dialogues_are_cut_to_fit_like_test_prompts(tiny_stage_dir):
+    mine = tiny_stage_dir / "mine.jsonl"
+    mine.write_text(
+        json.dumps({"id": "short", "dialogue": "#Person1#: Hi."}) + "\n\n" + json.dumps({"dialogue": LONG_DIALOGUE})
+    )
+    set_params(
+        tiny_stage_dir,
+        {
+            "generate": {"max_new_tokens": 8, "stress_cases": 2, "extra_dialogues": str(mine)},
+            "prompt": {"max_length": 128},
+        },
+    )
+    assert invoke("prepare").exit_code == 0
+    result = invoke("generate", "--variant", "base")
+    assert result.exit_code == 0, result.output
+    assert "  cut to prompt.max_length - generate.max_new_tokens tokens: 2 stress, 1 extra\n" in result.output
+    out_dir = tiny_stage_dir / "data/predictions/base"
+    assert json.loads((out_dir / "meta.json").read_text())["truncated_dialogues"] == {"stress": 2, "extra": 1}
+    extra = [json.loads(line) for line in (out_dir / "extra.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in extra] == ["short", "extra_1"]
+    assert extra[0]["dialogue"] == "#Person1#: Hi."
+    assert LONG_DIALOGUE.startswith(extra[1]["dialogue"]) and len(extra[1]["dialogue"]) < len(LONG_DIALOGUE) / 4
+    params = load_params()
+    tokenizer = load_tokenizer(params.model)
+    stress = [json.loads(line) for line in (out_dir / "stress.jsonl").read_text().splitlines()]
+    for row in extra + stress:
+        prompt = build_prompt(params.prompt.template, row["dialogue"])
+        assert len(tokenizer(prompt)["input_ids"]) <= 128 - 8, row["id"]
+
+
+def test_a_bad_line_in_your_own_dialogues_stops_generate_naming_file_and_line(tiny_stage_dir):
+    mine = tiny_stage_dir / "mine.jsonl"
+    set_params(tiny_stage_dir, {"generate": {"extra_dialogues": str(mine)}})
+    cases = [
+        ('{"dialogue": "#Person1#: Hi."}\n\n{"dialogue": "#Person1#: Yo."\n', "line 3: not valid JSON (Expecting"),
+        ('{"dialogue": "#Person1#: Hi."}\n\n{"id": "x"}\n', "line 3: no `dialogue` text; give every line a"),
+    ]
+    for content, expected in cases:
+        mine.write_text(content)
+        error = one_error_line(invoke("generate", "--variant", "base"))
+        assert error.startswith(f"Error: generate.extra_dialogues: {mine} {expected}"), error
+    assert not (tiny_stage_dir / "data").exists()
+
+
+def test_generate_refuses_an_adapter_trained_on_another_prompt_in_one_line(tiny_stage_dir):
+    adapter_dir = tiny_stage_dir / "models/adapter"
+    adapter_dir.mkdir(parents=True)
+    (adapter_dir / "prompt.json").write_text(json.dumps({"template": "Summarize: {dialogue}", "max_length": 256}))
+    error = one_error_line(invoke("generate", "--variant", "peft"))
+    assert error.startswith("Error: models/adapter was trained with prompt.template 'Summarize: {dialogue}', params")
+    assert not (tiny_stage_dir / "data").exists()
