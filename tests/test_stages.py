@@ -1,7 +1,6 @@
 """The stages through their click mains, in this process, in a temporary working directory (CliRunner)."""
 
 import json
-from pathlib import Path
 
 from click.testing import CliRunner
 
