@@ -14,13 +14,12 @@ loaded except BERTScore's.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import click
 import numpy as np
 
-from phisum.files import json_text, read_jsonl, write_jsonl, write_outputs
+from phisum.files import atomic_outputs, json_text, read_jsonl, write_jsonl
 from phisum.params import Params, ParamsError, load_params
 from phisum.plots import plot_texts
 from phisum.scoring import (
@@ -172,14 +171,16 @@ def main(summary: bool) -> None:
         raise click.ClickException(str(error)) from None
     comparison = compare(params, per_dialogue, scored)
     # All outputs or none (a full disk keeps every previous one): scores, metrics and plots describe one run.
-    dirs = {SCORED_DIR / variant: SCORED_DIR / f".{variant}.tmp" for variant in VARIANTS}
-    for variant, tmp_dir in zip(VARIANTS, dirs.values(), strict=True):
-        shutil.rmtree(tmp_dir, ignore_errors=True)  # left by a crash
-        for name, rows in scored[variant].items():
-            write_jsonl(tmp_dir / f"{name}.jsonl", rows)
-    texts = {METRICS_DIR / f"{variant}.json": json_text(metrics[variant]) for variant in VARIANTS}
-    texts |= {METRICS_DIR / "human.json": json_text(human), METRICS_DIR / "compare.json": json_text(comparison)}
-    write_outputs(texts | plot_texts(PLOTS_DIR, metrics, scored), dirs)
+    with atomic_outputs(SCORED_DIR) as outputs:
+        for variant in VARIANTS:
+            for name, rows in scored[variant].items():
+                write_jsonl(outputs.dirs[SCORED_DIR] / variant / f"{name}.jsonl", rows)
+        outputs.texts |= {METRICS_DIR / f"{variant}.json": json_text(metrics[variant]) for variant in VARIANTS}
+        outputs.texts |= {
+            METRICS_DIR / "human.json": json_text(human),
+            METRICS_DIR / "compare.json": json_text(comparison),
+        }
+        outputs.texts |= plot_texts(PLOTS_DIR, metrics, scored)
     if "rouge" in params.evaluate.metrics:
         for protocol in ("pooled_reference", "best_reference"):
             rouge1, base, peft = comparison[protocol]["rouge1"], metrics["base"], metrics["peft"]

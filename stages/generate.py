@@ -18,7 +18,7 @@ from peft import PeftModel
 from transformers import set_seed
 
 from phisum.data import DataError, decode_utf8, fit_prompts, group_by_dialogue, is_text, numbered_jsonl
-from phisum.files import read_jsonl, replace_dir, write_json, write_jsonl
+from phisum.files import atomic_dir, read_jsonl, write_json, write_jsonl
 from phisum.generation import NonFiniteScoresError, generate_summaries
 from phisum.modeling import (
     check_device,
@@ -139,11 +139,10 @@ def main(variant: str) -> None:
             f"  cut to prompt.max_length - generate.max_new_tokens tokens: {cut['stress']} stress, {cut['extra']} extra"
         )
     out_dir = PREDICTIONS_DIR / variant
-    tmp_dir = PREDICTIONS_DIR / f".{variant}.tmp"
-    for name, rows in sets.items():
-        write_jsonl(tmp_dir / f"{name}.jsonl", rows)
-    write_json(tmp_dir / "meta.json", stats)
-    replace_dir(tmp_dir, out_dir)
+    with atomic_dir(out_dir) as tmp_dir:
+        for name, rows in sets.items():
+            write_jsonl(tmp_dir / f"{name}.jsonl", rows)
+        write_json(tmp_dir / "meta.json", stats)
     click.echo(f"  {stats['prompts']} prompts in {stats['generation_s']} s -> {out_dir}/")
 
 

@@ -26,7 +26,7 @@ from datasets import Dataset
 from transformers import ProgressCallback, set_seed
 from trl import SFTTrainer
 
-from phisum.files import WriteError, json_text, read_jsonl, write_json, write_outputs
+from phisum.files import WriteError, atomic_outputs, json_text, read_jsonl, write_json
 from phisum.modeling import (
     TargetModuleError,
     build_lora_config,
@@ -223,34 +223,32 @@ def main() -> None:
         )
     fingerprint = run_fingerprint(params, data_paths)
     run_dir = CHECKPOINT_ROOT / fingerprint
-    tmp_dir = ADAPTER_DIR.parent / f".adapter-{fingerprint}"  # swapped into ADAPTER_DIR when complete
     if is_main:
         # Checkpoints of other configurations can never be resumed by this one: free their disk.
         for stale in CHECKPOINT_ROOT.glob("*"):
             if stale.name != fingerprint:
                 shutil.rmtree(stale, ignore_errors=True)
-        shutil.rmtree(tmp_dir, ignore_errors=True)  # left by a crashed run
-    ADAPTER_DIR.parent.mkdir(parents=True, exist_ok=True)
     try:
-        metrics = train(params, train_rows, eval_rows, run_dir, tmp_dir)
+        if not is_main:  # only process zero saves (the Trainer's rule); the others train and leave
+            train(params, train_rows, eval_rows, run_dir, ADAPTER_DIR)
+            return
+        with atomic_outputs(ADAPTER_DIR) as outputs:
+            adapter_dir = outputs.dirs[ADAPTER_DIR]
+            metrics = train(params, train_rows, eval_rows, run_dir, adapter_dir)
+            # The adapter records how it was made, so generation can check it uses the training prompt.
+            save_adapter_prompt(adapter_dir, params.prompt)
+            write_json(adapter_dir / "params.json", to_dict(params))
+            outputs.texts[METRICS_PATH] = json_text(metrics)  # swapped in together with the adapter
     except (NonFiniteLossError, TargetModuleError, ParamsError) as error:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
         click.echo(err=True)  # end the progress bar's line: the error gets its own
         raise TrainingInterrupted(interrupted_message(run_dir, params.train.save_steps)) from None
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise
-        shutil.rmtree(tmp_dir, ignore_errors=True)  # frees what this run wrote; checkpoints stay for resuming
+        # What this run wrote is gone with the temp dir; checkpoints stay for resuming.
         raise WriteError(Path(error.filename or run_dir), error) from None
-    if not is_main:
-        return
-    # The adapter records how it was made, so generation can check it uses the training prompt.
-    save_adapter_prompt(tmp_dir, params.prompt)
-    write_json(tmp_dir / "params.json", to_dict(params))
-    write_outputs({METRICS_PATH: json_text(metrics)}, dirs={ADAPTER_DIR: tmp_dir})  # adapter and metrics together
     shutil.rmtree(run_dir, ignore_errors=True)  # the adapter is the result; checkpoints were only for resuming
     click.echo(f"  loss {metrics['first_loss']} -> {metrics['last_loss']}")
 

@@ -385,22 +385,105 @@ def test_a_full_disk_or_read_only_dir_leaves_the_previous_outputs_and_names_the_
     assert sorted(leftovers) == ["data.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
 
 
-def test_a_directory_output_is_swapped_whole_or_not_at_all(tmp_path, monkeypatch):
-    from phisum.files import WriteError, write_outputs
+def tree_bytes(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
-    final_dir, tmp_dir = tmp_path / "adapter", tmp_path / ".adapter-new"
-    for directory, text in ((final_dir, "old"), (tmp_dir, "new")):
-        directory.mkdir()
-        (directory / "weights").write_text(text)
-    (tmp_path / "train.json").write_text("old")
-    fail_nth_output(monkeypatch, 1, "full")
-    with pytest.raises(WriteError, match="cannot write .*train.json: No space left on device"):
-        write_outputs({tmp_path / "train.json": "new"}, dirs={final_dir: tmp_dir})
-    assert (final_dir / "weights").read_text() == "old" and (tmp_path / "train.json").read_text() == "old"
+
+def test_directory_outputs_are_swapped_whole_with_their_files_or_not_at_all(tmp_path, monkeypatch):
+    from phisum.files import WriteError, atomic_outputs, write_text
+
+    final_dir = tmp_path / "adapter"
+    for name, text in (("adapter/weights", "old"), ("adapter/prompt.json", "old"), ("train.json", "old")):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / ".adapter.tmp").mkdir()
+    (tmp_path / ".adapter.tmp/weights").write_text("half written by a crashed run")
+    before = tree_bytes(tmp_path)
+
+    def write_new(outputs) -> None:
+        assert list(outputs.dirs[final_dir].iterdir()) == []  # the crashed run's leftovers are gone
+        write_text(outputs.dirs[final_dir] / "weights", "new")
+        outputs.texts[tmp_path / "train.json"] = "new"
+
+    fail_nth_output(monkeypatch, 2, "full")  # the metrics file, after the directory's file
+    with (
+        pytest.raises(WriteError, match="cannot write .*train.json: No space left on device"),
+        atomic_outputs(final_dir) as outputs,
+    ):
+        write_new(outputs)
+    assert tree_bytes(tmp_path) == {k: v for k, v in before.items() if not k.startswith(".adapter.tmp")}
     monkeypatch.undo()
-    write_outputs({tmp_path / "train.json": "new"}, dirs={final_dir: tmp_dir})
-    assert (final_dir / "weights").read_text() == "new" and (tmp_path / "train.json").read_text() == "new"
+    with pytest.raises(KeyboardInterrupt), atomic_outputs(final_dir) as outputs:
+        write_new(outputs)
+        raise KeyboardInterrupt  # Ctrl-C after the writes, before the swap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "train.json"]
+    assert (final_dir / "weights").read_text() == "old"
+    with atomic_outputs(final_dir) as outputs:
+        write_new(outputs)
+    assert tree_bytes(tmp_path) == {"adapter/weights": b"new", "train.json": b"new"}
+
+
+def test_outputs_get_the_mode_open_would_give_and_a_replaced_file_keeps_its_own(tmp_path):
+    from phisum.files import write_text
+
+    umask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "metrics.json", "{}")
+        (tmp_path / "params.yaml").write_text("seed: 1\n")
+        (tmp_path / "params.yaml").chmod(0o640)
+        write_text(tmp_path / "params.yaml", "seed: 2\n")
+    finally:
+        os.umask(umask)
+    assert oct((tmp_path / "metrics.json").stat().st_mode & 0o777) == oct(0o644)  # mkstemp alone gives 0o600
+    assert oct((tmp_path / "params.yaml").stat().st_mode & 0o777) == oct(0o640)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_the_cpu_profile_switch_rewrites_params_yaml_whole_or_not_at_all(tmp_path, monkeypatch):
+    from phisum.files import WriteError
+    from phisum.profile import rewrite_params
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(committed_params_text())
+    before = (tmp_path / "params.yaml").read_bytes()
+    fail_nth_output(monkeypatch, 1, "full")
+    with pytest.raises(WriteError, match="cannot write params.yaml: No space left on device"):
+        rewrite_params({"lora": {"r": 8}})
+    assert (tmp_path / "params.yaml").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert rewrite_params({"lora": {"r": 8}}) == ["lora.r: 32 -> 8"]
+    assert (tmp_path / "params.yaml").read_text() == committed_params_text().replace("  r: 32  #", "  r: 8   #", 1)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_during_generate_keeps_the_previous_predictions_and_no_temp_dir(tiny_stage_dir, monkeypatch):
+    from click.testing import CliRunner
+
+    from stages.generate import main
+    from stages.prepare import main as prepare_main
+
+    set_params(tiny_stage_dir, {"generate": {"max_new_tokens": 8, "stress_cases": 2}})
+    assert CliRunner().invoke(prepare_main, []).exit_code == 0
+    assert CliRunner().invoke(main, ["--variant", "base"]).exit_code == 0
+    before = tree_bytes(tiny_stage_dir / "data/predictions")
+    assert sorted(before) == ["base/extra.jsonl", "base/meta.json", "base/stress.jsonl", "base/test.jsonl"]
+    set_params(tiny_stage_dir, {"generate": {"stress_cases": 3}})  # a different result, never written
+    fail_nth_output(monkeypatch, 2, "full")  # stress.jsonl, after test.jsonl
+    result = CliRunner().invoke(main, ["--variant", "base"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert (
+        result.exit_code == 1
+        and isinstance(result.exception, SystemExit)
+        and errors
+        == [
+            "Error: cannot write data/predictions/.base.tmp/stress.jsonl: No space left on device; free disk space or "
+            "make data/predictions/.base.tmp writable, then rerun (the previous outputs are unchanged)"
+        ]
+    ), result.output
+    assert tree_bytes(tiny_stage_dir / "data/predictions") == before
+    assert [p.name for p in (tiny_stage_dir / "data/predictions").iterdir()] == ["base"]
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
@@ -424,3 +507,5 @@ def test_a_full_disk_during_evaluate_leaves_every_previous_output(tmp_path, monk
     result = CliRunner().invoke(main, [])
     assert result.exit_code == 1 and "No space left on device" in result.output, result.output
     assert {path: path.read_bytes() for path in outputs} == before
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["predictions", "scored"]  # no temp dir
+    assert sorted(p.name for p in (tmp_path / "data/scored").iterdir()) == ["base", "peft"]
