@@ -19,6 +19,14 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+# The types of the stages' path options (dvc.yaml's cmd gives every path): `writable` marks what a stage writes,
+# which tests/test_dvc_consistency.py checks against the stage's outs, and the rest against its deps.
+INPUT_FILE = click.Path(dir_okay=False, path_type=Path)
+INPUT_DIR = click.Path(file_okay=False, path_type=Path)
+OUTPUT_FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
+OUTPUT_DIR = click.Path(file_okay=False, writable=True, path_type=Path)
+
+
 class WriteError(click.ClickException):
     """An output could not be written (full disk, read-only directory); the previous outputs are kept.
 

@@ -1,10 +1,11 @@
 """generate: greedy summaries from the base or the PEFT model, for the test dialogues and the stress set.
 
-    python stages/generate.py --variant base|peft    (dvc.yaml stages `generate@base`, `generate@peft`)
+    python -m stages.generate --test-path FILE --out-dir DIR [--adapter-dir DIR]
+        (dvc.yaml stages `generate@base` and, with the adapter, `generate@peft` give the paths)
 
-Both variants load the same 4-bit base model and use the same prompts; `peft` adds models/adapter/.
+Both load the same 4-bit base model and use the same prompts; peft adds the trained adapter.
 Generation is the GPU-heavy half of evaluation; scoring lives in the evaluate stage, so changing a
-metric never regenerates. Writes data/predictions/<variant>/{test,stress,extra}.jsonl and meta.json.
+metric never regenerates. Writes <out-dir>/{test,stress,extra}.jsonl and meta.json.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from peft import PeftModel
 from transformers import set_seed
 
 from phisum.data import DataError, decode_utf8, fit_prompts, group_by_dialogue, is_text, numbered_jsonl
-from phisum.files import atomic_dir, read_jsonl, write_json, write_jsonl
+from phisum.files import INPUT_DIR, INPUT_FILE, OUTPUT_DIR, atomic_dir, read_jsonl, write_json, write_jsonl
 from phisum.generation import NonFiniteScoresError, generate_summaries
 from phisum.modeling import (
     check_device,
@@ -33,9 +34,6 @@ from phisum.prompt import PromptError, check_adapter_prompt
 from phisum.stress import make_stress_cases
 
 PARAMS = ("seed", "model", "prompt", "quantization", "generate")
-TEST_PATH = Path("data/prepared/test.jsonl")
-ADAPTER_DIR = Path("models/adapter")
-PREDICTIONS_DIR = Path("data/predictions")
 
 
 def read_extra_dialogues(path: str) -> list[dict]:
@@ -112,8 +110,10 @@ def generate(
 
 
 @click.command()
-@click.option("--variant", type=click.Choice(["base", "peft"]), required=True)
-def main(variant: str) -> None:
+@click.option("--test-path", type=INPUT_FILE, required=True, help="Prepared test rows (.jsonl).")
+@click.option("--adapter-dir", type=INPUT_DIR, help="A trained adapter (peft); without it the base model generates.")
+@click.option("--out-dir", type=OUTPUT_DIR, required=True, help="The predictions and meta.json.")
+def main(test_path: Path, adapter_dir: Path | None, out_dir: Path) -> None:
     try:
         params = load_params()
         check_device(params.model.device)
@@ -121,14 +121,14 @@ def main(variant: str) -> None:
         extra_rows = read_extra_dialogues(params.generate.extra_dialogues)  # a bad file stops before the model
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
-    adapter_dir = ADAPTER_DIR if variant == "peft" else None
     if adapter_dir is not None:
         try:
             check_adapter_prompt(adapter_dir, params.prompt.template)
         except PromptError as error:
             raise click.ClickException(str(error)) from None
-    test_rows = read_jsonl(TEST_PATH)
-    click.echo(f"generate {variant}: {params.model.name}, {len(test_rows)} test rows")
+    test_rows = read_jsonl(test_path)
+    model = f"{params.model.name} + {adapter_dir}" if adapter_dir else params.model.name
+    click.echo(f"generate: {model}, {len(test_rows)} test rows")
     try:
         sets, stats = generate(params, test_rows, adapter_dir, extra_rows)
     except (ParamsError, DataError) as error:
@@ -138,7 +138,6 @@ def main(variant: str) -> None:
         click.echo(
             f"  cut to prompt.max_length - generate.max_new_tokens tokens: {cut['stress']} stress, {cut['extra']} extra"
         )
-    out_dir = PREDICTIONS_DIR / variant
     with atomic_dir(out_dir) as tmp_dir:
         for name, rows in sets.items():
             write_jsonl(tmp_dir / f"{name}.jsonl", rows)

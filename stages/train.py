@@ -1,11 +1,11 @@
 """train: Phi-2 in 4-bit NF4 + a LoRA adapter, trained with TRL's SFTTrainer on summary tokens only.
 
-    python stages/train.py    (dvc.yaml stage `train`)
+    python -m stages.train --train-path FILE --validation-path FILE --adapter-dir DIR --metrics-path FILE \
+        --curves-dir DIR --checkpoint-dir DIR    (dvc.yaml stage `train` gives the paths)
 
-Writes models/adapter/ (adapter safetensors, tokenizer, prompt.json, params.json), metrics/train.json
-and the DVCLive curves in metrics/curves/. Checkpoints go to models/checkpoints/<run>/, outside
-DVC's outputs so a killed run resumes from them on the next `dvc repro`; they are deleted once the
-adapter is written.
+Writes the adapter directory (adapter safetensors, tokenizer, prompt.json, params.json), the training
+metrics and the DVCLive curves. Checkpoints go to <checkpoint-dir>/<run>/, outside DVC's outputs so a
+killed run resumes from them on the next `dvc repro`; they are deleted once the adapter is written.
 """
 
 from __future__ import annotations
@@ -26,7 +26,16 @@ from datasets import Dataset
 from transformers import ProgressCallback, set_seed
 from trl import SFTTrainer
 
-from phisum.files import WriteError, atomic_outputs, json_text, read_jsonl, write_json
+from phisum.files import (
+    INPUT_FILE,
+    OUTPUT_DIR,
+    OUTPUT_FILE,
+    WriteError,
+    atomic_outputs,
+    json_text,
+    read_jsonl,
+    write_json,
+)
 from phisum.modeling import (
     TargetModuleError,
     build_lora_config,
@@ -49,11 +58,9 @@ from phisum.training import (
 )
 
 PARAMS = ("seed", "model", "prompt", "quantization", "lora", "train")
-DATA_DIR = Path("data/prepared")
-ADAPTER_DIR = Path("models/adapter")
-CHECKPOINT_ROOT = Path("models/checkpoints")
-CURVES_DIR = Path("metrics/curves")
-METRICS_PATH = Path("metrics/train.json")
+# Relaunched as dvc.yaml runs it: `python -m` puts the working directory first on sys.path, so the copy of the
+# stages and of phisum in a queued experiment's directory runs, not the editable install's.
+MODULE = "stages.train"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -122,8 +129,10 @@ def to_dataset(rows: list[dict]) -> Dataset:
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
 
 
-def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, out_dir: Path) -> dict:
-    """Train (or resume) the adapter, save it to out_dir, and return training metrics."""
+def train(
+    params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, out_dir: Path, curves_dir: Path
+) -> dict:
+    """Train (or resume from run_dir's checkpoints) the adapter, save it to out_dir, and return training metrics."""
     set_seed(params.seed)
     compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
     triton_loss = select_loss_kernels(params.model.device)
@@ -147,7 +156,7 @@ def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir
         eval_dataset=to_dataset(eval_rows),
         processing_class=tokenizer,
         peft_config=build_lora_config(params.lora),
-        callbacks=[DVCLiveCurves(CURVES_DIR)],
+        callbacks=[DVCLiveCurves(curves_dir)],
     )
     keep_lora_weights_fp32(trainer.model)
     trainer.remove_callback(ProgressCallback)
@@ -180,23 +189,43 @@ def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir
     }
 
 
-def relaunch_data_parallel(num_processes: int) -> int:
-    """Run this script once per process under torchrun; the Trainer then trains data parallel (DDP).
+def relaunch_data_parallel(num_processes: int, args: list[str]) -> int:
+    """Run this stage once per process under torchrun; the Trainer then trains data parallel (DDP).
 
     On GPUs each process takes one card; on CPU the processes use the gloo backend.
     """
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={num_processes}"]
-    return subprocess.call([*command, __file__])
+    return subprocess.call([*command, "-m", MODULE, *args])
 
 
-def relaunch_on_one_gpu(env: dict[str, str], gpu_count: int) -> int:
-    """Run this script again with only one GPU visible (CUDA reads CUDA_VISIBLE_DEVICES once, at start)."""
+def relaunch_on_one_gpu(env: dict[str, str], gpu_count: int, args: list[str]) -> int:
+    """Run this stage again with only one GPU visible (CUDA reads CUDA_VISIBLE_DEVICES once, at start)."""
     click.echo(f"train: 1 process and {gpu_count} GPUs visible: training on GPU {env['CUDA_VISIBLE_DEVICES']} only")
-    return subprocess.call([sys.executable, __file__], env={**os.environ, **env})
+    return subprocess.call([sys.executable, "-m", MODULE, *args], env={**os.environ, **env})
+
+
+def command_line(context: click.Context) -> list[str]:
+    """The options this stage was given, to give a relaunched copy of it the same paths."""
+    return [arg for name, value in context.params.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
 
 
 @click.command()
-def main() -> None:
+@click.option("--train-path", type=INPUT_FILE, required=True, help="Prepared training rows (.jsonl).")
+@click.option("--validation-path", type=INPUT_FILE, required=True, help="Prepared validation rows (.jsonl).")
+@click.option("--adapter-dir", type=OUTPUT_DIR, required=True, help="The trained adapter.")
+@click.option("--metrics-path", type=OUTPUT_FILE, required=True, help="Training metrics (JSON).")
+@click.option("--curves-dir", type=OUTPUT_DIR, required=True, help="DVCLive directory of the training curves.")
+@click.option("--checkpoint-dir", type=OUTPUT_DIR, required=True, help="Checkpoints to resume from (not a DVC output).")
+@click.pass_context
+def main(
+    context: click.Context,
+    train_path: Path,
+    validation_path: Path,
+    adapter_dir: Path,
+    metrics_path: Path,
+    curves_dir: Path,
+    checkpoint_dir: Path,
+) -> None:
     try:
         params = load_params()
         check_device(params.model.device)
@@ -209,11 +238,11 @@ def main() -> None:
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
     if env:
-        raise SystemExit(relaunch_on_one_gpu(env, gpu_count))
+        raise SystemExit(relaunch_on_one_gpu(env, gpu_count, command_line(context)))
     if params.train.num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        raise SystemExit(relaunch_data_parallel(params.train.num_processes))
+        raise SystemExit(relaunch_data_parallel(params.train.num_processes, command_line(context)))
     is_main = int(os.environ.get("RANK", "0")) == 0
-    data_paths = [DATA_DIR / "train.jsonl", DATA_DIR / "validation.jsonl"]
+    data_paths = [train_path, validation_path]
     train_rows = read_jsonl(data_paths[0])
     eval_rows = read_jsonl(data_paths[1])[: params.train.eval_rows]
     if is_main:
@@ -222,23 +251,23 @@ def main() -> None:
             f"{params.train.max_steps} steps, lora r={params.lora.r}, {params.train.num_processes} process(es)"
         )
     fingerprint = run_fingerprint(params, data_paths)
-    run_dir = CHECKPOINT_ROOT / fingerprint
+    run_dir = checkpoint_dir / fingerprint
     if is_main:
         # Checkpoints of other configurations can never be resumed by this one: free their disk.
-        for stale in CHECKPOINT_ROOT.glob("*"):
+        for stale in checkpoint_dir.glob("*"):
             if stale.name != fingerprint:
                 shutil.rmtree(stale, ignore_errors=True)
     try:
         if not is_main:  # only process zero saves (the Trainer's rule); the others train and leave
-            train(params, train_rows, eval_rows, run_dir, ADAPTER_DIR)
+            train(params, train_rows, eval_rows, run_dir, adapter_dir, curves_dir)
             return
-        with atomic_outputs(ADAPTER_DIR) as outputs:
-            adapter_dir = outputs.dirs[ADAPTER_DIR]
-            metrics = train(params, train_rows, eval_rows, run_dir, adapter_dir)
+        with atomic_outputs(adapter_dir) as outputs:
+            tmp_dir = outputs.dirs[adapter_dir]
+            metrics = train(params, train_rows, eval_rows, run_dir, tmp_dir, curves_dir)
             # The adapter records how it was made, so generation can check it uses the training prompt.
-            save_adapter_prompt(adapter_dir, params.prompt)
-            write_json(adapter_dir / "params.json", to_dict(params))
-            outputs.texts[METRICS_PATH] = json_text(metrics)  # swapped in together with the adapter
+            save_adapter_prompt(tmp_dir, params.prompt)
+            write_json(tmp_dir / "params.json", to_dict(params))
+            outputs.texts[metrics_path] = json_text(metrics)  # swapped in together with the adapter
     except (NonFiniteLossError, TargetModuleError, ParamsError) as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:

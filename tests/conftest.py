@@ -1,5 +1,7 @@
 import os
 import random
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -7,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from phisum.synthetic import make_example
 from phisum.tiny_model import build_tiny_model
@@ -112,3 +115,26 @@ def tiny_stage_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
     )
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def dvc_stage(name: str) -> dict:
+    """dvc.yaml's stage `name` (`generate@peft` for a foreach item, with ${key} and ${item.*} filled in)."""
+    stage_name, _, key = name.partition("@")
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage_name]
+    if "foreach" not in stage:
+        return stage
+    item = stage["foreach"][key]
+
+    def fill(node):
+        if isinstance(node, str):
+            return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), node.replace("${key}", key))
+        if isinstance(node, list):
+            return [fill(value) for value in node]
+        return {fill(k): fill(v) for k, v in node.items()} if isinstance(node, dict) else node
+
+    return fill(stage["do"])
+
+
+def stage_args(name: str) -> list[str]:
+    """The options dvc.yaml's cmd gives stage `name` (after `python -m stages.<stage>`): its paths."""
+    return shlex.split(dvc_stage(name)["cmd"])[3:]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from phisum.params import read_yaml
-from tests.conftest import ROOT, VENV_BIN, run, set_params
+from tests.conftest import ROOT, VENV_BIN, run, set_params, stage_args
 from tests.test_params import committed_params_text
 
 # (edit to params.yaml as text, or a dict of overrides) -> the start of the one-line error
@@ -60,7 +60,11 @@ def test_bad_params_fail_in_one_line_before_any_work(stage_dir, edit, expected):
         (stage_dir / "params.yaml").write_text(text)
         set_params(stage_dir, edit)
     done = subprocess.run(
-        [sys.executable, str(ROOT / "stages/prepare.py")], cwd=stage_dir, capture_output=True, text=True, timeout=120
+        [sys.executable, str(ROOT / "stages/prepare.py"), *stage_args("prepare")],
+        cwd=stage_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
     assert done.returncode != 0
@@ -165,7 +169,7 @@ def invoke_prepare() -> str:
 
     from stages.prepare import main
 
-    result = CliRunner().invoke(main, [])
+    result = CliRunner().invoke(main, stage_args("prepare"))
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     errors = result.stderr.splitlines()
     assert len(errors) == 1 and errors[0].startswith("Error: "), result.stderr
@@ -215,25 +219,26 @@ def test_a_revision_the_hub_does_not_have_is_named(tiny_stage_dir, tiny_model_di
     assert nothing_written(tiny_stage_dir)
 
 
-def run_stage(stage_dir: Path, script: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
-    command = [sys.executable, str(ROOT / "stages" / script), *args]
+def run_stage(stage_dir: Path, run: str) -> subprocess.CompletedProcess:
+    """A stage as dvc.yaml runs it (`python -m stages.<stage>` and its options), in stage_dir."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", f"stages.{run.split('@')[0]}", *stage_args(run)]
     return subprocess.run(command, cwd=stage_dir, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(
-    ("script", "overrides", "expected"),
+    ("run", "overrides", "expected"),
     [
-        ("prepare.py", {"data": {"source": "nobody/no-such-data"}}, "data.source: 'nobody/no-such-data'"),
-        ("train.py", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
-        ("generate.py", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
+        ("prepare", {"data": {"source": "nobody/no-such-data"}}, "data.source: 'nobody/no-such-data'"),
+        ("train", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
+        ("generate@base", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
     ],
     ids=["prepare-data", "train-model", "generate-model"],
 )
-def test_offline_hub_names_fail_in_one_line_in_every_stage_that_loads_them(tiny_stage_dir, script, overrides, expected):
+def test_offline_hub_names_fail_in_one_line_in_every_stage_that_loads_them(tiny_stage_dir, run, overrides, expected):
     """models/tiny-phi in a queued experiment: the CPU profile's model directory is not in git."""
     set_params(tiny_stage_dir, overrides)
-    done = run_stage(tiny_stage_dir, script, *(["--variant", "base"] if script == "generate.py" else []))
+    done = run_stage(tiny_stage_dir, run)
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
     assert done.returncode == 1 and len(errors) == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
@@ -296,10 +301,10 @@ def test_ctrl_c_during_training_keeps_a_checkpoint_says_so_and_the_next_run_resu
 
     from stages.prepare import main as prepare_main
 
-    assert CliRunner().invoke(prepare_main, []).exit_code == 0
+    assert CliRunner().invoke(prepare_main, stage_args("prepare")).exit_code == 0
     set_params(tiny_stage_dir, {**SHORT_TRAINING, "lora": {"r": 4}})
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
-    command = [sys.executable, str(ROOT / "stages/train.py")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "stages.train", *stage_args("train")]
     process = subprocess.Popen(command, cwd=tiny_stage_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while not list((tiny_stage_dir / "models/checkpoints").glob("*/checkpoint-10/trainer_state.json")):
@@ -317,7 +322,7 @@ def test_ctrl_c_during_training_keeps_a_checkpoint_says_so_and_the_next_run_resu
         f"Error: interrupted; {kept.relative_to(tiny_stage_dir)} is kept and the previous adapter is unchanged: "
         f"run `dvc repro` with the same params and data to resume from step {step}"
     )
-    assert not (tiny_stage_dir / "models/adapter").exists() and not list(tiny_stage_dir.glob("models/.adapter-*"))
+    assert [p.name for p in (tiny_stage_dir / "models").iterdir()] == ["checkpoints"]  # no adapter, no temp dir
     with (tiny_stage_dir / "metrics/curves/plots/metrics/train/loss.tsv").open() as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert rows and all(None not in row and None not in row.values() for row in rows)
@@ -369,12 +374,12 @@ def test_a_full_disk_or_read_only_dir_leaves_the_previous_outputs_and_names_the_
 
     from stages.prepare import main
 
-    assert CliRunner().invoke(main, []).exit_code == 0
+    assert CliRunner().invoke(main, stage_args("prepare")).exit_code == 0
     outputs = [*PREPARE_OUTPUTS, "metrics/data.json"]
     before = {name: (tiny_stage_dir / name).read_bytes() for name in outputs}
     set_params(tiny_stage_dir, {"prompt": {"max_length": 200}})  # a different result, never written
     fail_nth_output(monkeypatch, failing, how)
-    result = CliRunner().invoke(main, [])
+    result = CliRunner().invoke(main, stage_args("prepare"))
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert result.stderr.splitlines() == [
         f"Error: cannot write {path}: {reason}; free disk space or make {Path(path).parent} writable, then rerun "
@@ -465,13 +470,13 @@ def test_a_full_disk_during_generate_keeps_the_previous_predictions_and_no_temp_
     from stages.prepare import main as prepare_main
 
     set_params(tiny_stage_dir, {"generate": {"max_new_tokens": 8, "stress_cases": 2}})
-    assert CliRunner().invoke(prepare_main, []).exit_code == 0
-    assert CliRunner().invoke(main, ["--variant", "base"]).exit_code == 0
+    assert CliRunner().invoke(prepare_main, stage_args("prepare")).exit_code == 0
+    assert CliRunner().invoke(main, stage_args("generate@base")).exit_code == 0
     before = tree_bytes(tiny_stage_dir / "data/predictions")
     assert sorted(before) == ["base/extra.jsonl", "base/meta.json", "base/stress.jsonl", "base/test.jsonl"]
     set_params(tiny_stage_dir, {"generate": {"stress_cases": 3}})  # a different result, never written
     fail_nth_output(monkeypatch, 2, "full")  # stress.jsonl, after test.jsonl
-    result = CliRunner().invoke(main, ["--variant", "base"])
+    result = CliRunner().invoke(main, stage_args("generate@base"))
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert (
         result.exit_code == 1
@@ -496,7 +501,7 @@ def test_a_full_disk_during_evaluate_leaves_every_previous_output(tmp_path, monk
 
     write_predictions(tmp_path, {"metrics": ["rouge", "bleu", "length"], "bootstrap_resamples": 50})
     monkeypatch.chdir(tmp_path)
-    assert CliRunner().invoke(main, []).exit_code == 0
+    assert CliRunner().invoke(main, stage_args("evaluate")).exit_code == 0
     outputs = sorted(p for d in ("data/scored", "metrics") for p in (tmp_path / d).rglob("*") if p.is_file())
     assert len(outputs) == 4 + 4 + 4  # scored test/stress per model, 4 metrics files, 4 plot files
     before = {path: path.read_bytes() for path in outputs}
@@ -504,7 +509,7 @@ def test_a_full_disk_during_evaluate_leaves_every_previous_output(tmp_path, monk
         test_path = tmp_path / f"data/predictions/{model}/test.jsonl"
         test_path.write_text(test_path.read_text().replace("Jack is late", "Jack is never late"))
     fail_nth_output(monkeypatch, 5, "full")  # after both models' scored files, at the first metrics file
-    result = CliRunner().invoke(main, [])
+    result = CliRunner().invoke(main, stage_args("evaluate"))
     assert result.exit_code == 1 and "No space left on device" in result.output, result.output
     assert {path: path.read_bytes() for path in outputs} == before
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["predictions", "scored"]  # no temp dir

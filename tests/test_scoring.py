@@ -35,7 +35,7 @@ from phisum.scoring import (
     tokenize,
 )
 from phisum.stress import make_stress_cases
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, stage_args
 
 SENTENCE = "Tom and Ann will meet on Friday at nine am."  # 11 tokens: 10 words and the full stop
 # Overlapping but different summaries, so every BLEU n-gram order has matches and nothing scores 1.
@@ -498,7 +498,12 @@ def write_predictions(repo: Path, evaluate_params: dict) -> None:
 def run_evaluate(repo: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(EVALUATE.parents[1])}
     return subprocess.run(
-        [sys.executable, str(EVALUATE), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, str(EVALUATE), *(args or stage_args("evaluate"))],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -522,7 +527,7 @@ def test_evaluate_writes_counts_human_ceiling_and_prints_the_summary(tmp_path):
     assert set(compare["all_references"]) == {"bleu", "length_ratio", "word_length_ratio", "prediction_words"}
     scored = json.loads((tmp_path / "data/scored/base/test.jsonl").read_text().splitlines()[0])
     assert {"rouge1", "pooled_rouge1", "word_length_ratio"} <= set(scored["scores"])
-    printed = run_evaluate(tmp_path, "--summary").stdout
+    printed = run_evaluate(tmp_path, "--summary", "metrics").stdout
     assert f"| human | {human['pooled_reference']['rouge1']:.4f} |" in printed
     assert "| base |" in printed and "| 1 | 1 | 0.0 |" in printed  # empty, cut off, final-time accuracy
     assert "stress final_time_correct: PEFT - base 1.0" in printed

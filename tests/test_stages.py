@@ -1,22 +1,27 @@
 """The stages through their click mains, in this process, in a temporary working directory (CliRunner)."""
 
+import importlib
 import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
 
 from click.testing import CliRunner
 
 from phisum.modeling import load_tokenizer
 from phisum.params import load_params
 from phisum.prompt import build_prompt
-from tests.conftest import set_params
+from tests.conftest import ROOT, dvc_stage, set_params, stage_args
 
 LONG_DIALOGUE = "#Person1#: " + "Let us meet on Monday at noon and bring the report. " * 100
 
 
-def invoke(stage: str, *args: str):
-    """A stage's click main, in process; returns click's Result."""
-    import importlib
-
-    return CliRunner().invoke(importlib.import_module(f"stages.{stage}").main, list(args))
+def invoke(run: str):
+    """A stage's click main, in process, with the paths dvc.yaml's cmd gives it; returns click's Result."""
+    module = importlib.import_module(f"stages.{run.split('@')[0]}")
+    return CliRunner().invoke(module.main, stage_args(run))
 
 
 def one_error_line(result) -> str:
@@ -39,7 +44,7 @@ def test_stress_cases_and_your_own_dialogues_are_cut_to_fit_like_test_prompts(ti
         },
     )
     assert invoke("prepare").exit_code == 0
-    result = invoke("generate", "--variant", "base")
+    result = invoke("generate@base")
     assert result.exit_code == 0, result.output
     assert "  cut to prompt.max_length - generate.max_new_tokens tokens: 2 stress, 1 extra\n" in result.output
     out_dir = tiny_stage_dir / "data/predictions/base"
@@ -65,7 +70,7 @@ def test_a_bad_line_in_your_own_dialogues_stops_generate_naming_file_and_line(ti
     ]
     for content, expected in cases:
         mine.write_text(content)
-        error = one_error_line(invoke("generate", "--variant", "base"))
+        error = one_error_line(invoke("generate@base"))
         assert error.startswith(f"Error: generate.extra_dialogues: {mine} {expected}"), error
     assert not (tiny_stage_dir / "data").exists()
 
@@ -74,6 +79,18 @@ def test_generate_refuses_an_adapter_trained_on_another_prompt_in_one_line(tiny_
     adapter_dir = tiny_stage_dir / "models/adapter"
     adapter_dir.mkdir(parents=True)
     (adapter_dir / "prompt.json").write_text(json.dumps({"template": "Summarize: {dialogue}", "max_length": 256}))
-    error = one_error_line(invoke("generate", "--variant", "peft"))
+    error = one_error_line(invoke("generate@peft"))
     assert error.startswith("Error: models/adapter was trained with prompt.template 'Summarize: {dialogue}', params")
     assert not (tiny_stage_dir / "data").exists()
+
+
+def test_a_stage_run_as_dvc_yaml_runs_it_imports_the_phisum_of_its_working_directory(tmp_path):
+    """A queued experiment runs in a copy of the repository; its stages must not import the editable install."""
+    for package in ("stages", "phisum"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    with (tmp_path / "phisum/__init__.py").open("a") as handle:
+        handle.write("print('phisum:', __file__)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    command = [sys.executable, *shlex.split(dvc_stage("prepare")["cmd"])[1:], "--help"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[:1] == [f"phisum: {tmp_path / 'phisum/__init__.py'}"], done.stdout + done.stderr
