@@ -1,4 +1,5 @@
-"""Failing early and cleanly: bad params through the real CLI, atomic writes under SIGKILL."""
+"""Failing early and cleanly: stages through their click mains in process (CliRunner in a temporary working
+directory), a few real processes for "one line, no traceback, exit 1" end to end, atomic writes under SIGKILL."""
 
 import csv
 import errno
@@ -163,15 +164,16 @@ def nothing_written(stage_dir: Path) -> bool:
     return sorted(p.name for p in stage_dir.iterdir()) == ["dialogsum", "params.yaml", "weights"]
 
 
-def invoke_prepare() -> str:
-    """prepare's click main in this process; returns its one `Error:` line."""
+def invoke_stage(run: str = "prepare") -> str:
+    """A stage's click main in this process, with dvc.yaml's options; returns its one `Error:` line."""
+    import importlib
+
     from click.testing import CliRunner
 
-    from stages.prepare import main
-
-    result = CliRunner().invoke(main, stage_args("prepare"))
+    main = importlib.import_module(f"stages.{run.split('@')[0]}").main
+    result = CliRunner().invoke(main, stage_args(run))
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    errors = result.stderr.splitlines()
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("Error: "), result.stderr
     return errors[0]
 
@@ -179,7 +181,7 @@ def invoke_prepare() -> str:
 @pytest.mark.parametrize(("overrides", "expected"), MISSING_NAMES, ids=[e[:40] for _, e in MISSING_NAMES])
 def test_names_that_resolve_to_nothing_stop_prepare_in_one_line(tiny_stage_dir, overrides, expected):
     set_params(tiny_stage_dir, overrides)
-    error = invoke_prepare()
+    error = invoke_stage()
     assert error.startswith(f"Error: {expected}")
     if "no directory under" in expected:
         assert f"no directory under {tiny_stage_dir} and not a hub id" in error and QUEUE_HINT in error
@@ -203,7 +205,7 @@ def test_a_revision_the_hub_does_not_have_is_named(tiny_stage_dir, tiny_model_di
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_such_revision)
     set_params(tiny_stage_dir, {"model": {"name": "microsoft/phi-2", "revision": "v9"}})
-    assert invoke_prepare() == (
+    assert invoke_stage() == (
         "Error: model.revision: 'v9' is no commit, branch or tag of microsoft/phi-2; use a full commit hash from "
         "the hub, or null for the latest"
     )
@@ -212,38 +214,49 @@ def test_a_revision_the_hub_does_not_have_is_named(tiny_stage_dir, tiny_model_di
     monkeypatch.setattr(datasets, "load_dataset", no_such_revision)
     set_params(tiny_stage_dir, {"model": {"name": str(tiny_model_dir)}})
     set_params(tiny_stage_dir, {"data": {"source": "neil-code/dialogsum-test", "revision": "v9"}})
-    assert invoke_prepare() == (
+    assert invoke_stage() == (
         "Error: data.revision: 'v9' is no commit, branch or tag of neil-code/dialogsum-test; use a commit hash "
         "from the hub, or null for the latest"
     )
     assert nothing_written(tiny_stage_dir)
 
 
-def run_stage(stage_dir: Path, run: str) -> subprocess.CompletedProcess:
-    """A stage as dvc.yaml runs it (`python -m stages.<stage>` and its options), in stage_dir."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", f"stages.{run.split('@')[0]}", *stage_args(run)]
-    return subprocess.run(command, cwd=stage_dir, env=env, capture_output=True, text=True, timeout=300)
+OFFLINE_NAMES = [
+    ("prepare", {"data": {"source": "nobody/no-such-data"}}, "data.source: 'nobody/no-such-data'"),
+    ("train", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
+    ("generate@base", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
+]
 
 
 @pytest.mark.parametrize(
-    ("run", "overrides", "expected"),
-    [
-        ("prepare", {"data": {"source": "nobody/no-such-data"}}, "data.source: 'nobody/no-such-data'"),
-        ("train", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
-        ("generate@base", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
-    ],
-    ids=["prepare-data", "train-model", "generate-model"],
+    ("run", "overrides", "expected"), OFFLINE_NAMES, ids=["prepare-data", "train-model", "generate"]
 )
-def test_offline_hub_names_fail_in_one_line_in_every_stage_that_loads_them(tiny_stage_dir, run, overrides, expected):
+def test_offline_hub_names_fail_in_one_line_in_every_stage_that_loads_them(
+    tiny_stage_dir, monkeypatch, run, overrides, expected
+):
     """models/tiny-phi in a queued experiment: the CPU profile's model directory is not in git."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    for config in (huggingface_hub.constants, datasets.config):  # as HF_HUB_OFFLINE=1 in the environment does
+        monkeypatch.setattr(config, "HF_HUB_OFFLINE", True)
     set_params(tiny_stage_dir, overrides)
-    done = run_stage(tiny_stage_dir, run)
-    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
-    assert done.returncode == 1 and len(errors) == 1, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    assert errors[0].startswith(f"Error: {expected} is no directory under {tiny_stage_dir}, and the hub is unreachable")
-    assert QUEUE_HINT in errors[0]
+    error = invoke_stage(run)
+    assert error.startswith(f"Error: {expected} is no directory under {tiny_stage_dir}, and the hub is unreachable")
+    assert QUEUE_HINT in error
+    assert nothing_written(tiny_stage_dir)
+
+
+def test_a_stage_process_stops_in_one_line_with_exit_1_and_no_traceback(tiny_stage_dir):
+    """End to end, as DVC runs a stage (`python -m stages.train` and dvc.yaml's options): the in-process tests
+    above check the messages, this one that the process prints nothing else."""
+    set_params(tiny_stage_dir, {"model": {"name": "models/tiny-phi"}})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "stages.train", *stage_args("train")]
+    done = subprocess.run(command, cwd=tiny_stage_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr[-2000:]
+    assert done.stderr.startswith("Error: model.name: 'models/tiny-phi' is no directory under ")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert nothing_written(tiny_stage_dir)
 
 
