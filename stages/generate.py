@@ -15,20 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
-from peft import PeftModel
-from transformers import set_seed
 
 from phisum.data import DataError, decode_utf8, fit_prompts, group_by_dialogue, is_text, numbered_jsonl
 from phisum.files import INPUT_DIR, INPUT_FILE, OUTPUT_DIR, atomic_dir, read_jsonl, write_json, write_jsonl
-from phisum.generation import NonFiniteScoresError, generate_summaries
-from phisum.modeling import (
-    check_device,
-    check_model_source,
-    describe_runtime,
-    load_base_model,
-    load_tokenizer,
-    resolve_compute_dtype,
-)
 from phisum.params import Params, ParamsError, load_params
 from phisum.prompt import PromptError, check_adapter_prompt
 from phisum.stress import make_stress_cases
@@ -60,6 +49,12 @@ def generate(
     params: Params, test_rows: list[dict], adapter_dir: Path | None, extra_rows: Sequence[dict] = ()
 ) -> tuple[dict[str, list[dict]], dict]:
     """Return ({"test"|"stress"|"extra": rows with predictions}, generation stats); extra_rows: your dialogues."""
+    from peft import PeftModel
+    from transformers import set_seed
+
+    from phisum.generation import NonFiniteScoresError, generate_summaries
+    from phisum.modeling import describe_runtime, load_base_model, load_tokenizer, resolve_compute_dtype
+
     set_seed(params.seed)
     compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
     tokenizer = load_tokenizer(params.model)
@@ -115,7 +110,9 @@ def generate(
 @click.option("--out-dir", type=OUTPUT_DIR, required=True, help="The predictions and meta.json.")
 def main(test_path: Path, adapter_dir: Path | None, out_dir: Path) -> None:
     try:
-        params = load_params()
+        params = load_params()  # a params typo stops here, before torch and transformers load (seconds)
+        from phisum.modeling import check_device, check_model_source
+
         check_device(params.model.device)
         check_model_source(params.model)
         extra_rows = read_extra_dialogues(params.generate.extra_dialogues)  # a bad file stops before the model

@@ -13,7 +13,6 @@ import click
 
 from phisum.data import SPLITS, DataError, held_out_dialogues, load_splits, prepare_split, unused_columns
 from phisum.files import OUTPUT_DIR, OUTPUT_FILE, json_text, jsonl_text, write_outputs
-from phisum.modeling import check_max_length, check_model_source, load_tokenizer
 from phisum.params import Params, ParamsError, load_params
 
 PARAMS = ("model", "data", "prompt", "generate.max_new_tokens")
@@ -57,7 +56,9 @@ def describe_unused_columns(splits: dict[str, tuple[list[dict], str]]) -> list[s
 @click.option("--stats-path", type=OUTPUT_FILE, required=True, help="Rows, drops, truncations, token lengths (JSON).")
 def main(out_dir: Path, stats_path: Path) -> None:
     try:
-        params = load_params()
+        params = load_params()  # a params typo stops here, before torch and transformers load (seconds)
+        from phisum.modeling import check_max_length, check_model_source, load_tokenizer
+
         check_model_source(params.model)
         check_max_length(params.model, params.prompt.max_length)
         click.echo(f"prepare: {params.data.source} (revision {params.data.revision}) with {params.model.name}")

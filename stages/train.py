@@ -11,6 +11,7 @@ killed run resumes from them on the next `dvc repro`; they are deleted once the 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -21,10 +22,6 @@ import time
 from pathlib import Path
 
 import click
-import torch
-from datasets import Dataset
-from transformers import ProgressCallback, set_seed
-from trl import SFTTrainer
 
 from phisum.files import (
     INPUT_FILE,
@@ -36,26 +33,8 @@ from phisum.files import (
     read_jsonl,
     write_json,
 )
-from phisum.modeling import (
-    TargetModuleError,
-    build_lora_config,
-    check_device,
-    check_model_source,
-    count_parameters,
-    describe_runtime,
-    load_tokenizer,
-    resolve_compute_dtype,
-)
 from phisum.params import Params, ParamsError, load_params, to_dict
 from phisum.prompt import save_adapter_prompt
-from phisum.tracking import DVCLiveCurves, SparseProgress
-from phisum.training import (
-    build_sft_config,
-    keep_lora_weights_fp32,
-    load_trainable_model,
-    plan_processes,
-    select_loss_kernels,
-)
 
 PARAMS = ("seed", "model", "prompt", "quantization", "lora", "train")
 # Relaunched as dvc.yaml runs it: `python -m` puts the working directory first on sys.path, so the copy of the
@@ -67,22 +46,28 @@ class NonFiniteLossError(RuntimeError):
     """Training produced NaN/inf; the run stops before any adapter is written."""
 
 
-class CheckedSFTTrainer(SFTTrainer):
-    """SFTTrainer that stops at the first non-finite micro-batch loss.
+@functools.cache
+def checked_trainer_class() -> type:
+    """SFTTrainer that stops at the first non-finite micro-batch loss (built on first use: trl loads torch).
 
     The Trainer's logs average over steps and (by default) filter NaN/inf, which is how fp16
     overflow in Phi-2's attention goes unnoticed until the outputs are "!!!!".
     """
+    import torch
+    from trl import SFTTrainer
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss).all():
-            raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at step {self.state.global_step + 1}; likely fp16 "
-                "overflow or a learning rate too high: use bfloat16 or float32 (quantization.compute_dtype) "
-                "or lower train.learning_rate"
-            )
-        return loss
+    class CheckedSFTTrainer(SFTTrainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if not torch.isfinite(loss).all():
+                raise NonFiniteLossError(
+                    f"non-finite training loss ({loss.item()}) at step {self.state.global_step + 1}; likely fp16 "
+                    "overflow or a learning rate too high: use bfloat16 or float32 (quantization.compute_dtype) "
+                    "or lower train.learning_rate"
+                )
+            return loss
+
+    return CheckedSFTTrainer
 
 
 def run_fingerprint(params: Params, data_paths: list[Path]) -> str:
@@ -125,7 +110,9 @@ def interrupted_message(run_dir: Path, save_steps: int) -> str:
     )
 
 
-def to_dataset(rows: list[dict]) -> Dataset:
+def to_dataset(rows: list[dict]):
+    from datasets import Dataset
+
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
 
 
@@ -133,6 +120,18 @@ def train(
     params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, out_dir: Path, curves_dir: Path
 ) -> dict:
     """Train (or resume from run_dir's checkpoints) the adapter, save it to out_dir, and return training metrics."""
+    from transformers import ProgressCallback, set_seed
+
+    from phisum.modeling import (
+        build_lora_config,
+        count_parameters,
+        describe_runtime,
+        load_tokenizer,
+        resolve_compute_dtype,
+    )
+    from phisum.tracking import DVCLiveCurves, SparseProgress
+    from phisum.training import build_sft_config, keep_lora_weights_fp32, load_trainable_model, select_loss_kernels
+
     set_seed(params.seed)
     compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
     triton_loss = select_loss_kernels(params.model.device)
@@ -149,7 +148,7 @@ def train(
         save_steps=params.train.save_steps,
         save_total_limit=params.train.save_total_limit,
     )
-    trainer = CheckedSFTTrainer(
+    trainer = checked_trainer_class()(
         model=model,
         args=config,
         train_dataset=to_dataset(train_rows),
@@ -227,7 +226,12 @@ def main(
     checkpoint_dir: Path,
 ) -> None:
     try:
-        params = load_params()
+        params = load_params()  # a params typo stops here, before torch and transformers load (seconds)
+        import torch
+
+        from phisum.modeling import TargetModuleError, check_device, check_model_source
+        from phisum.training import plan_processes
+
         check_device(params.model.device)
         gpu_count = torch.cuda.device_count() if params.model.device == "cuda" else 0
         env = plan_processes(

@@ -14,6 +14,7 @@ from phisum.modeling import load_tokenizer
 from phisum.params import load_params
 from phisum.prompt import build_prompt
 from tests.conftest import ROOT, dvc_stage, set_params, stage_args
+from tests.test_params import committed_params_text
 
 LONG_DIALOGUE = "#Person1#: " + "Let us meet on Monday at noon and bring the report. " * 100
 
@@ -94,3 +95,23 @@ def test_a_stage_run_as_dvc_yaml_runs_it_imports_the_phisum_of_its_working_direc
     command = [sys.executable, *shlex.split(dvc_stage("prepare")["cmd"])[1:], "--help"]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.splitlines()[:1] == [f"phisum: {tmp_path / 'phisum/__init__.py'}"], done.stdout + done.stderr
+
+
+LAZY = """
+import importlib, json, sys
+from click.testing import CliRunner
+for run, args in json.loads(sys.argv[1]):
+    result = CliRunner().invoke(importlib.import_module("stages." + run.split("@")[0]).main, args)
+    heavy = [m for m in ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes") if m in sys.modules]
+    print(run, result.exit_code, result.output.strip().splitlines()[-1], heavy)
+"""
+
+
+def test_a_params_typo_stops_every_stage_before_torch_or_transformers_load(tmp_path):
+    (tmp_path / "params.yaml").write_text(committed_params_text().replace("  r: 32  #", "  r: 0  #", 1))
+    runs = ["prepare", "train", "generate@base", "generate@peft", "evaluate", "qualitative"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-c", LAZY, json.dumps([(run, stage_args(run)) for run in runs])]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.stdout.splitlines() == [f"{run} 1 Error: lora.r: must be > 0, got 0 []" for run in runs], done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
