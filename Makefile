@@ -59,7 +59,7 @@ demo: setup remote
 	$(BIN)/dvc exp apply cpu-r32
 	$(STAGE_TRACKED)
 	@echo
-	$(BIN)/python stages/evaluate.py --summary
+	$(BIN)/python -m stages.evaluate --summary metrics
 	@echo
 	@echo "Done. Open metrics/base.json, metrics/peft.json and reports/qualitative.md."
 	@echo "params.yaml now holds the CPU profile; 'git checkout params.yaml' restores the T4 run."

@@ -83,6 +83,11 @@ def parse_csv(text: str, where: str) -> list[dict]:
 
 
 def parse_jsonl(text: str, where: str) -> list[dict]:
+    return [row for _, row in numbered_jsonl(text, where)]
+
+
+def numbered_jsonl(text: str, where: str) -> list[tuple[int, dict]]:
+    """(line number in the file, row) per non-blank line, so a later check names the file's line."""
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -97,7 +102,7 @@ def parse_jsonl(text: str, where: str) -> list[dict]:
             json.dumps(row, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise DataError(f"{where} line {number}: a \\u escape that is not a character (lone surrogate)") from None
-        rows.append(row)
+        rows.append((number, row))
     return rows
 
 
@@ -241,6 +246,18 @@ def fit_dialogue(dialogue: str, template: str, tokenizer, budget: int) -> tuple[
     if len(ids) <= room:
         return dialogue, False
     return tokenizer.decode(ids[:room]), True
+
+
+def fit_prompts(rows: list[dict], template: str, tokenizer, budget: int) -> tuple[list[dict], int]:
+    """Rows with the prompt generation gives them, each dialogue cut (as fit_dialogue cuts it) so the prompt is
+    at most `budget` tokens, and how many were cut: stress cases and your own dialogues fit the model's context
+    as the test prompts prepare writes do."""
+    fitted, truncated = [], 0
+    for row in rows:
+        dialogue, cut = fit_dialogue(row["dialogue"], template, tokenizer, budget)
+        fitted.append({**row, "dialogue": dialogue, "prompt": build_prompt(template, dialogue)})
+        truncated += cut
+    return fitted, truncated
 
 
 def usable_rows(

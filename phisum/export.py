@@ -12,7 +12,6 @@ base + adapter).
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import click
@@ -20,7 +19,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from phisum.files import replace_dir
+from phisum.files import atomic_dir
 
 
 def load_unquantized_with_adapter(adapter_dir: Path, dtype: torch.dtype = torch.float32):
@@ -35,11 +34,9 @@ def load_unquantized_with_adapter(adapter_dir: Path, dtype: torch.dtype = torch.
 def merge_adapter(adapter_dir: Path, out_dir: Path, dtype: torch.dtype = torch.float32) -> None:
     """Write the merged model and the adapter's tokenizer to out_dir (atomically)."""
     merged = load_unquantized_with_adapter(adapter_dir, dtype).merge_and_unload()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    merged.save_pretrained(tmp_dir, safe_serialization=True)
-    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(tmp_dir)
-    replace_dir(tmp_dir, out_dir)
+    with atomic_dir(out_dir) as tmp_dir:
+        merged.save_pretrained(tmp_dir, safe_serialization=True)
+        AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(tmp_dir)
 
 
 @click.command()

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+
+# mkstemp makes files only their owner can read; an output gets the mode open() would give it.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+# The types of the stages' path options (dvc.yaml's cmd gives every path): `writable` marks what a stage writes,
+# which tests/test_dvc_consistency.py checks against the stage's outs, and the rest against its deps.
+INPUT_FILE = click.Path(dir_okay=False, path_type=Path)
+INPUT_DIR = click.Path(file_okay=False, path_type=Path)
+OUTPUT_FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
+OUTPUT_DIR = click.Path(file_okay=False, writable=True, path_type=Path)
 
 
 class WriteError(click.ClickException):
@@ -33,6 +48,8 @@ def _write_temp(path: Path, text: str) -> Path:
     except OSError as error:
         raise WriteError(path, error) from None
     try:
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_UMASK
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
     except BaseException as error:
@@ -97,3 +114,42 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
         os.replace(final_dir, old_dir)
     os.replace(tmp_dir, final_dir)
     shutil.rmtree(old_dir, ignore_errors=True)
+
+
+@dataclass
+class Outputs:
+    """What a stage fills inside atomic_outputs: the temp dir of each directory output, and files to write."""
+
+    dirs: dict[Path, Path]  # final directory -> its temp directory
+    texts: dict[Path, str] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def atomic_outputs(*final_dirs: Path) -> Iterator[Outputs]:
+    """Directory outputs, and files that must match them, written all or nothing.
+
+    Yields a fresh, empty temp dir next to each final dir (one a crashed run left is cleared first). Only
+    when the block succeeds are outputs.texts written and every temp dir swapped into place, together
+    (write_outputs); when it fails, the temp dirs go and every previous output is unchanged.
+    """
+    outputs = Outputs({final_dir: final_dir.with_name(f".{final_dir.name}.tmp") for final_dir in final_dirs})
+    try:
+        for tmp_dir in outputs.dirs.values():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            try:
+                tmp_dir.mkdir(parents=True)
+            except OSError as error:
+                raise WriteError(tmp_dir, error) from None
+        yield outputs
+        write_outputs(outputs.texts, outputs.dirs)
+    except BaseException:
+        for tmp_dir in outputs.dirs.values():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(final_dir: Path) -> Iterator[Path]:
+    """`with atomic_dir(final_dir) as tmp_dir:` fill tmp_dir; it replaces final_dir only if the block succeeds."""
+    with atomic_outputs(final_dir) as outputs:
+        yield outputs.dirs[final_dir]

@@ -16,6 +16,7 @@ import click
 from ruamel.yaml import YAML
 
 from phisum.data import SPLITS, DataError, check_splits, load_splits, read_local_split
+from phisum.files import write_text
 from phisum.params import PARAMS_PATH, ParamsError, parse_params, read_yaml
 from phisum.synthetic import write_dataset
 from phisum.tiny_model import PRETRAIN, build_tiny_model
@@ -128,12 +129,18 @@ def switch_to_cpu_profile(data_dir: str, pretrain_steps: int = PRETRAIN["steps"]
     overrides["data"]["source"] = str(source)
     if data_dir:  # show that data's own dialogues in the report
         overrides["qualitative"] = {"ids": first_dialogue_ids(Path(source), count=3)}
-    text, changes = apply_overrides(PARAMS_PATH.read_text(encoding="utf-8"), overrides)
-    parse_params(read_yaml(text))  # never write a params file the stages would reject
-    PARAMS_PATH.write_text(text, encoding="utf-8")
+    changes = rewrite_params(overrides)
     click.echo("params.yaml switched to the CPU profile (undo: git checkout params.yaml):")
     for line in changes:
         click.echo(f"  {line}")
+
+
+def rewrite_params(overrides: dict) -> list[str]:
+    """Set keys in params.yaml (comments kept) all at once: a full disk or a crash leaves it as it was."""
+    text, changes = apply_overrides(PARAMS_PATH.read_text(encoding="utf-8"), overrides)
+    parse_params(read_yaml(text))  # never write a params file the stages would reject
+    write_text(PARAMS_PATH, text)
+    return changes
 
 
 if __name__ == "__main__":

@@ -1,26 +1,26 @@
 """evaluate: score both models' predictions the same way and say whether the fine-tune helped.
 
-    python stages/evaluate.py             (dvc.yaml stage `evaluate`)
-    python stages/evaluate.py --summary   (print the headline table from the metrics files; `make demo`)
+    python -m stages.evaluate --predictions-dir DIR --scored-dir DIR --plots-dir DIR --metrics-dir DIR
+        (dvc.yaml stage `evaluate` gives the paths)
+    python -m stages.evaluate --summary metrics    (print the headline table from the metrics files; `make demo`)
 
-Reads data/predictions/{base,peft}/; writes metrics/base.json and metrics/peft.json (ROUGE, BLEU,
-METEOR, BERTScore, lengths, empty and cut-off outputs, the stress benchmark; each protocol with its
-definition), metrics/human.json (the same metrics for one human reference against the others: the
-ceiling), metrics/compare.json (PEFT minus base with 95% paired bootstrap intervals over dialogues),
-per-example scores in data/scored/, and the plot data in metrics/plots/. Scoring only: no model is
-loaded except BERTScore's.
+Reads <predictions-dir>/{base,peft}/; writes to the metrics directory base.json and peft.json (ROUGE,
+BLEU, METEOR, BERTScore, lengths, empty and cut-off outputs, the stress benchmark; each protocol with
+its definition), human.json (the same metrics for one human reference against the others: the
+ceiling) and compare.json (PEFT minus base with 95% paired bootstrap intervals over dialogues), the
+per-example scores to <scored-dir>/{base,peft}/ and the plot data to <plots-dir>. Scoring only: no
+model is loaded except BERTScore's.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import click
 import numpy as np
 
-from phisum.files import json_text, read_jsonl, write_jsonl, write_outputs
+from phisum.files import INPUT_DIR, OUTPUT_DIR, atomic_outputs, json_text, read_jsonl, write_jsonl
 from phisum.metrics import BertScoreSettings, Scored, human_groups, score_groups
 from phisum.params import Params, ParamsError, load_params
 from phisum.plots import plot_texts
@@ -30,10 +30,6 @@ from phisum.stress import aggregate_scores, score_summary
 
 PARAMS = ("seed", "evaluate")
 VARIANTS = ("base", "peft")
-PREDICTIONS_DIR = Path("data/predictions")
-SCORED_DIR = Path("data/scored")
-PLOTS_DIR = Path("metrics/plots")
-METRICS_DIR = Path("metrics")
 STRESS_KEYS = ("final_time_correct", "red_herring", "action_item_recall")
 
 
@@ -130,17 +126,33 @@ def summary_table(metrics: dict[str, dict], comparison: dict) -> str:
     return "\n".join(lines)
 
 
-@click.command()
-@click.option("--summary", is_flag=True, help="Print base, PEFT, human ceiling and stress scores from metrics/.")
-def main(summary: bool) -> None:
-    if summary:
-        names = (*VARIANTS, "human", "compare")
-        try:
-            loaded = {name: json.loads((METRICS_DIR / f"{name}.json").read_text()) for name in names}
-        except FileNotFoundError as error:
-            raise click.ClickException(f"{error.filename} is missing: run `dvc repro` first") from None
-        click.echo(summary_table(loaded, loaded["compare"]))
+def print_summary(context: click.Context, _: click.Parameter, metrics_dir: Path | None) -> None:
+    """--summary: the table from an earlier run's metrics files, then exit (no other option needed)."""
+    if metrics_dir is None or context.resilient_parsing:
         return
+    names = (*VARIANTS, "human", "compare")
+    try:
+        loaded = {name: json.loads((metrics_dir / f"{name}.json").read_text()) for name in names}
+    except FileNotFoundError as error:
+        raise click.ClickException(f"{error.filename} is missing: run `dvc repro` first") from None
+    click.echo(summary_table(loaded, loaded["compare"]))
+    context.exit()
+
+
+@click.command()
+@click.option(
+    "--summary",
+    type=INPUT_DIR,
+    is_eager=True,
+    expose_value=False,
+    callback=print_summary,
+    help="Print base, PEFT, human ceiling and stress scores from this metrics directory, and exit.",
+)
+@click.option("--predictions-dir", type=INPUT_DIR, required=True, help="Both models' predictions: base/, peft/.")
+@click.option("--scored-dir", type=OUTPUT_DIR, required=True, help="Per-example scores: base/, peft/.")
+@click.option("--plots-dir", type=OUTPUT_DIR, required=True, help="The plot data of dvc.yaml's plots.")
+@click.option("--metrics-dir", type=OUTPUT_DIR, required=True, help="base.json, peft.json, human.json, compare.json.")
+def main(predictions_dir: Path, scored_dir: Path, plots_dir: Path, metrics_dir: Path) -> None:
     try:
         params = load_params()
     except ParamsError as error:
@@ -148,7 +160,7 @@ def main(summary: bool) -> None:
     metrics, scored, per_dialogue = {}, {}, {}
     try:
         for variant in VARIANTS:
-            folder = PREDICTIONS_DIR / variant
+            folder = predictions_dir / variant
             predictions = {name: read_jsonl(folder / f"{name}.jsonl") for name in ("test", "stress")}
             click.echo(
                 f"evaluate {variant}: {len(predictions['test'])} dialogues, {len(predictions['stress'])} stress cases"
@@ -159,14 +171,16 @@ def main(summary: bool) -> None:
         raise click.ClickException(str(error)) from None
     comparison = compare(params, per_dialogue, scored)
     # All outputs or none (a full disk keeps every previous one): scores, metrics and plots describe one run.
-    dirs = {SCORED_DIR / variant: SCORED_DIR / f".{variant}.tmp" for variant in VARIANTS}
-    for variant, tmp_dir in zip(VARIANTS, dirs.values(), strict=True):
-        shutil.rmtree(tmp_dir, ignore_errors=True)  # left by a crash
-        for name, rows in scored[variant].items():
-            write_jsonl(tmp_dir / f"{name}.jsonl", rows)
-    texts = {METRICS_DIR / f"{variant}.json": json_text(metrics[variant]) for variant in VARIANTS}
-    texts |= {METRICS_DIR / "human.json": json_text(human), METRICS_DIR / "compare.json": json_text(comparison)}
-    write_outputs(texts | plot_texts(PLOTS_DIR, metrics, scored), dirs)
+    with atomic_outputs(scored_dir) as outputs:
+        for variant in VARIANTS:
+            for name, rows in scored[variant].items():
+                write_jsonl(outputs.dirs[scored_dir] / variant / f"{name}.jsonl", rows)
+        outputs.texts |= {metrics_dir / f"{variant}.json": json_text(metrics[variant]) for variant in VARIANTS}
+        outputs.texts |= {
+            metrics_dir / "human.json": json_text(human),
+            metrics_dir / "compare.json": json_text(comparison),
+        }
+        outputs.texts |= plot_texts(plots_dir, metrics, scored)
     if "rouge" in params.evaluate.metrics:
         for protocol in ("pooled_reference", "best_reference"):
             rouge1, base, peft = comparison[protocol]["rouge1"], metrics["base"], metrics["peft"]

@@ -1,8 +1,8 @@
 """prepare: dataset -> checked, prompt-ready splits and data statistics.
 
-    python stages/prepare.py    (dvc.yaml stage `prepare`)
+    python -m stages.prepare --out-dir DIR --stats-path FILE    (dvc.yaml stage `prepare` gives the paths)
 
-Writes data/prepared/{train,validation,test}.jsonl and metrics/data.json.
+Writes <out-dir>/{train,validation,test}.jsonl and the statistics file (metrics/data.json).
 """
 
 from __future__ import annotations
@@ -12,13 +12,10 @@ from pathlib import Path
 import click
 
 from phisum.data import SPLITS, DataError, held_out_dialogues, load_splits, prepare_split, unused_columns
-from phisum.files import json_text, jsonl_text, write_outputs
-from phisum.modeling import check_max_length, check_model_source, load_tokenizer
+from phisum.files import OUTPUT_DIR, OUTPUT_FILE, json_text, jsonl_text, write_outputs
 from phisum.params import Params, ParamsError, load_params
 
 PARAMS = ("model", "data", "prompt", "generate.max_new_tokens")
-OUT_DIR = Path("data/prepared")
-STATS_PATH = Path("metrics/data.json")
 
 
 def prepare(params: Params, splits: dict[str, tuple[list[dict], str]], tokenizer) -> tuple[dict, dict]:
@@ -55,9 +52,13 @@ def describe_unused_columns(splits: dict[str, tuple[list[dict], str]]) -> list[s
 
 
 @click.command()
-def main() -> None:
+@click.option("--out-dir", type=OUTPUT_DIR, required=True, help="The prepared train/validation/test .jsonl files.")
+@click.option("--stats-path", type=OUTPUT_FILE, required=True, help="Rows, drops, truncations, token lengths (JSON).")
+def main(out_dir: Path, stats_path: Path) -> None:
     try:
-        params = load_params()
+        params = load_params()  # a params typo stops here, before torch and transformers load (seconds)
+        from phisum.modeling import check_max_length, check_model_source, load_tokenizer
+
         check_model_source(params.model)
         check_max_length(params.model, params.prompt.max_length)
         click.echo(f"prepare: {params.data.source} (revision {params.data.revision}) with {params.model.name}")
@@ -69,8 +70,8 @@ def main() -> None:
         raise click.ClickException(str(error)) from None
     stats["source"] = {"name": params.data.source, "revision": params.data.revision}
     # All four files or none: the splits and their statistics must always describe the same data.
-    outputs = {OUT_DIR / f"{split}.jsonl": jsonl_text(rows) for split, rows in prepared.items()}
-    write_outputs({**outputs, STATS_PATH: json_text(stats)})
+    outputs = {out_dir / f"{split}.jsonl": jsonl_text(rows) for split, rows in prepared.items()}
+    write_outputs({**outputs, stats_path: json_text(stats)})
     for split, rows in prepared.items():
         click.echo(f"  {split}: {len(rows)} rows, dropped {stats[split]['dropped']}")
 

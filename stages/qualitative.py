@@ -1,9 +1,10 @@
 """qualitative: base and PEFT summaries side by side, and the stress-test failures, as one markdown report.
 
-    python stages/qualitative.py    (dvc.yaml stage `qualitative`)
+    python -m stages.qualitative --test-path FILE --scored-dir DIR --predictions-dir DIR --report-path FILE
+        (dvc.yaml stage `qualitative` gives the paths)
 
-Reads data/prepared/test.jsonl, the scored predictions of both models (data/scored/) and your own
-dialogues' predictions (data/predictions/*/extra.jsonl); writes reports/qualitative.md.
+Reads the prepared test rows, the scored predictions of both models (<scored-dir>/{base,peft}/) and your
+own dialogues' predictions (<predictions-dir>/{base,peft}/extra.jsonl); writes the markdown report.
 """
 
 from __future__ import annotations
@@ -13,14 +14,10 @@ from pathlib import Path
 
 import click
 
-from phisum.files import read_jsonl, write_text
+from phisum.files import INPUT_DIR, INPUT_FILE, OUTPUT_FILE, read_jsonl, write_text
 from phisum.params import ParamsError, QualitativeParams, load_params
 
 PARAMS = ("seed", "qualitative")
-TEST_PATH = Path("data/prepared/test.jsonl")
-SCORED_DIR = Path("data/scored")
-PREDICTIONS_DIR = Path("data/predictions")
-REPORT_PATH = Path("reports/qualitative.md")
 
 
 def cell(text: str) -> str:
@@ -118,17 +115,21 @@ def render_report(
 
 
 @click.command()
-def main() -> None:
+@click.option("--test-path", type=INPUT_FILE, required=True, help="Prepared test rows (.jsonl): the dialogues.")
+@click.option("--scored-dir", type=INPUT_DIR, required=True, help="Both models' scored predictions: base/, peft/.")
+@click.option("--predictions-dir", type=INPUT_DIR, required=True, help="Both models' predictions (your dialogues).")
+@click.option("--report-path", type=OUTPUT_FILE, required=True, help="The markdown report.")
+def main(test_path: Path, scored_dir: Path, predictions_dir: Path, report_path: Path) -> None:
     try:
         params = load_params()
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
     variants = ("base", "peft")
-    scored = {v: {s: read_jsonl(SCORED_DIR / v / f"{s}.jsonl") for s in ("test", "stress")} for v in variants}
-    extra = {v: read_jsonl(PREDICTIONS_DIR / v / "extra.jsonl") for v in variants}
-    report = render_report(read_jsonl(TEST_PATH), scored, extra, params)
-    write_text(REPORT_PATH, report)
-    click.echo(f"qualitative: wrote {REPORT_PATH}")
+    scored = {v: {s: read_jsonl(scored_dir / v / f"{s}.jsonl") for s in ("test", "stress")} for v in variants}
+    extra = {v: read_jsonl(predictions_dir / v / "extra.jsonl") for v in variants}
+    report = render_report(read_jsonl(test_path), scored, extra, params)
+    write_text(report_path, report)
+    click.echo(f"qualitative: wrote {report_path}")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
 """train: Phi-2 in 4-bit NF4 + a LoRA adapter, trained with TRL's SFTTrainer on summary tokens only.
 
-    python stages/train.py    (dvc.yaml stage `train`)
+    python -m stages.train --train-path FILE --validation-path FILE --adapter-dir DIR --metrics-path FILE \
+        --curves-dir DIR --checkpoint-dir DIR    (dvc.yaml stage `train` gives the paths)
 
-Writes models/adapter/ (adapter safetensors, tokenizer, prompt.json, params.json), metrics/train.json
-and the DVCLive curves in metrics/curves/. Checkpoints go to models/checkpoints/<run>/, outside
-DVC's outputs so a killed run resumes from them on the next `dvc repro`; they are deleted once the
-adapter is written.
+Writes the adapter directory (adapter safetensors, tokenizer, prompt.json, params.json), the training
+metrics and the DVCLive curves. Checkpoints go to <checkpoint-dir>/<run>/, outside DVC's outputs so a
+killed run resumes from them on the next `dvc repro`; they are deleted once the adapter is written.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -21,60 +22,52 @@ import time
 from pathlib import Path
 
 import click
-import torch
-from datasets import Dataset
-from transformers import ProgressCallback, set_seed
-from trl import SFTTrainer
 
-from phisum.files import WriteError, json_text, read_jsonl, write_outputs
-from phisum.modeling import (
-    TargetModuleError,
-    build_lora_config,
-    check_device,
-    check_model_source,
-    count_parameters,
-    describe_runtime,
-    load_tokenizer,
-    resolve_compute_dtype,
+from phisum.files import (
+    INPUT_FILE,
+    OUTPUT_DIR,
+    OUTPUT_FILE,
+    WriteError,
+    atomic_outputs,
+    json_text,
+    read_jsonl,
+    write_json,
 )
 from phisum.params import Params, ParamsError, load_params, to_dict
-from phisum.tracking import DVCLiveCurves, SparseProgress
-from phisum.training import (
-    build_sft_config,
-    keep_lora_weights_fp32,
-    load_trainable_model,
-    plan_processes,
-    select_loss_kernels,
-)
+from phisum.prompt import save_adapter_prompt
 
 PARAMS = ("seed", "model", "prompt", "quantization", "lora", "train")
-DATA_DIR = Path("data/prepared")
-ADAPTER_DIR = Path("models/adapter")
-CHECKPOINT_ROOT = Path("models/checkpoints")
-CURVES_DIR = Path("metrics/curves")
-METRICS_PATH = Path("metrics/train.json")
+# Relaunched as dvc.yaml runs it: `python -m` puts the working directory first on sys.path, so the copy of the
+# stages and of phisum in a queued experiment's directory runs, not the editable install's.
+MODULE = "stages.train"
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN/inf; the run stops before any adapter is written."""
 
 
-class CheckedSFTTrainer(SFTTrainer):
-    """SFTTrainer that stops at the first non-finite micro-batch loss.
+@functools.cache
+def checked_trainer_class() -> type:
+    """SFTTrainer that stops at the first non-finite micro-batch loss (built on first use: trl loads torch).
 
     The Trainer's logs average over steps and (by default) filter NaN/inf, which is how fp16
     overflow in Phi-2's attention goes unnoticed until the outputs are "!!!!".
     """
+    import torch
+    from trl import SFTTrainer
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss).all():
-            raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at step {self.state.global_step + 1}; likely fp16 "
-                "overflow or a learning rate too high: use bfloat16 or float32 (quantization.compute_dtype) "
-                "or lower train.learning_rate"
-            )
-        return loss
+    class CheckedSFTTrainer(SFTTrainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if not torch.isfinite(loss).all():
+                raise NonFiniteLossError(
+                    f"non-finite training loss ({loss.item()}) at step {self.state.global_step + 1}; likely fp16 "
+                    "overflow or a learning rate too high: use bfloat16 or float32 (quantization.compute_dtype) "
+                    "or lower train.learning_rate"
+                )
+            return loss
+
+    return CheckedSFTTrainer
 
 
 def run_fingerprint(params: Params, data_paths: list[Path]) -> str:
@@ -117,12 +110,28 @@ def interrupted_message(run_dir: Path, save_steps: int) -> str:
     )
 
 
-def to_dataset(rows: list[dict]) -> Dataset:
+def to_dataset(rows: list[dict]):
+    from datasets import Dataset
+
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
 
 
-def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, out_dir: Path) -> dict:
-    """Train (or resume) the adapter, save it to out_dir, and return training metrics."""
+def train(
+    params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, out_dir: Path, curves_dir: Path
+) -> dict:
+    """Train (or resume from run_dir's checkpoints) the adapter, save it to out_dir, and return training metrics."""
+    from transformers import ProgressCallback, set_seed
+
+    from phisum.modeling import (
+        build_lora_config,
+        count_parameters,
+        describe_runtime,
+        load_tokenizer,
+        resolve_compute_dtype,
+    )
+    from phisum.tracking import DVCLiveCurves, SparseProgress
+    from phisum.training import build_sft_config, keep_lora_weights_fp32, load_trainable_model, select_loss_kernels
+
     set_seed(params.seed)
     compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
     triton_loss = select_loss_kernels(params.model.device)
@@ -139,14 +148,14 @@ def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir
         save_steps=params.train.save_steps,
         save_total_limit=params.train.save_total_limit,
     )
-    trainer = CheckedSFTTrainer(
+    trainer = checked_trainer_class()(
         model=model,
         args=config,
         train_dataset=to_dataset(train_rows),
         eval_dataset=to_dataset(eval_rows),
         processing_class=tokenizer,
         peft_config=build_lora_config(params.lora),
-        callbacks=[DVCLiveCurves(CURVES_DIR)],
+        callbacks=[DVCLiveCurves(curves_dir)],
     )
     keep_lora_weights_fp32(trainer.model)
     trainer.remove_callback(ProgressCallback)
@@ -179,25 +188,50 @@ def train(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir
     }
 
 
-def relaunch_data_parallel(num_processes: int) -> int:
-    """Run this script once per process under torchrun; the Trainer then trains data parallel (DDP).
+def relaunch_data_parallel(num_processes: int, args: list[str]) -> int:
+    """Run this stage once per process under torchrun; the Trainer then trains data parallel (DDP).
 
     On GPUs each process takes one card; on CPU the processes use the gloo backend.
     """
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={num_processes}"]
-    return subprocess.call([*command, __file__])
+    return subprocess.call([*command, "-m", MODULE, *args])
 
 
-def relaunch_on_one_gpu(env: dict[str, str], gpu_count: int) -> int:
-    """Run this script again with only one GPU visible (CUDA reads CUDA_VISIBLE_DEVICES once, at start)."""
+def relaunch_on_one_gpu(env: dict[str, str], gpu_count: int, args: list[str]) -> int:
+    """Run this stage again with only one GPU visible (CUDA reads CUDA_VISIBLE_DEVICES once, at start)."""
     click.echo(f"train: 1 process and {gpu_count} GPUs visible: training on GPU {env['CUDA_VISIBLE_DEVICES']} only")
-    return subprocess.call([sys.executable, __file__], env={**os.environ, **env})
+    return subprocess.call([sys.executable, "-m", MODULE, *args], env={**os.environ, **env})
+
+
+def command_line(context: click.Context) -> list[str]:
+    """The options this stage was given, to give a relaunched copy of it the same paths."""
+    return [arg for name, value in context.params.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
 
 
 @click.command()
-def main() -> None:
+@click.option("--train-path", type=INPUT_FILE, required=True, help="Prepared training rows (.jsonl).")
+@click.option("--validation-path", type=INPUT_FILE, required=True, help="Prepared validation rows (.jsonl).")
+@click.option("--adapter-dir", type=OUTPUT_DIR, required=True, help="The trained adapter.")
+@click.option("--metrics-path", type=OUTPUT_FILE, required=True, help="Training metrics (JSON).")
+@click.option("--curves-dir", type=OUTPUT_DIR, required=True, help="DVCLive directory of the training curves.")
+@click.option("--checkpoint-dir", type=OUTPUT_DIR, required=True, help="Checkpoints to resume from (not a DVC output).")
+@click.pass_context
+def main(
+    context: click.Context,
+    train_path: Path,
+    validation_path: Path,
+    adapter_dir: Path,
+    metrics_path: Path,
+    curves_dir: Path,
+    checkpoint_dir: Path,
+) -> None:
     try:
-        params = load_params()
+        params = load_params()  # a params typo stops here, before torch and transformers load (seconds)
+        import torch
+
+        from phisum.modeling import TargetModuleError, check_device, check_model_source
+        from phisum.training import plan_processes
+
         check_device(params.model.device)
         gpu_count = torch.cuda.device_count() if params.model.device == "cuda" else 0
         env = plan_processes(
@@ -208,11 +242,11 @@ def main() -> None:
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
     if env:
-        raise SystemExit(relaunch_on_one_gpu(env, gpu_count))
+        raise SystemExit(relaunch_on_one_gpu(env, gpu_count, command_line(context)))
     if params.train.num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        raise SystemExit(relaunch_data_parallel(params.train.num_processes))
+        raise SystemExit(relaunch_data_parallel(params.train.num_processes, command_line(context)))
     is_main = int(os.environ.get("RANK", "0")) == 0
-    data_paths = [DATA_DIR / "train.jsonl", DATA_DIR / "validation.jsonl"]
+    data_paths = [train_path, validation_path]
     train_rows = read_jsonl(data_paths[0])
     eval_rows = read_jsonl(data_paths[1])[: params.train.eval_rows]
     if is_main:
@@ -221,35 +255,33 @@ def main() -> None:
             f"{params.train.max_steps} steps, lora r={params.lora.r}, {params.train.num_processes} process(es)"
         )
     fingerprint = run_fingerprint(params, data_paths)
-    run_dir = CHECKPOINT_ROOT / fingerprint
-    tmp_dir = ADAPTER_DIR.parent / f".adapter-{fingerprint}"  # swapped into ADAPTER_DIR when complete
+    run_dir = checkpoint_dir / fingerprint
     if is_main:
         # Checkpoints of other configurations can never be resumed by this one: free their disk.
-        for stale in CHECKPOINT_ROOT.glob("*"):
+        for stale in checkpoint_dir.glob("*"):
             if stale.name != fingerprint:
                 shutil.rmtree(stale, ignore_errors=True)
-        shutil.rmtree(tmp_dir, ignore_errors=True)  # left by a crashed run
-    ADAPTER_DIR.parent.mkdir(parents=True, exist_ok=True)
     try:
-        metrics = train(params, train_rows, eval_rows, run_dir, tmp_dir)
+        if not is_main:  # only process zero saves (the Trainer's rule); the others train and leave
+            train(params, train_rows, eval_rows, run_dir, adapter_dir, curves_dir)
+            return
+        with atomic_outputs(adapter_dir) as outputs:
+            tmp_dir = outputs.dirs[adapter_dir]
+            metrics = train(params, train_rows, eval_rows, run_dir, tmp_dir, curves_dir)
+            # The adapter records how it was made, so generation can check it uses the training prompt.
+            save_adapter_prompt(tmp_dir, params.prompt)
+            write_json(tmp_dir / "params.json", to_dict(params))
+            outputs.texts[metrics_path] = json_text(metrics)  # swapped in together with the adapter
     except (NonFiniteLossError, TargetModuleError, ParamsError) as error:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
         click.echo(err=True)  # end the progress bar's line: the error gets its own
         raise TrainingInterrupted(interrupted_message(run_dir, params.train.save_steps)) from None
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise
-        shutil.rmtree(tmp_dir, ignore_errors=True)  # frees what this run wrote; checkpoints stay for resuming
+        # What this run wrote is gone with the temp dir; checkpoints stay for resuming.
         raise WriteError(Path(error.filename or run_dir), error) from None
-    if not is_main:
-        return
-    # The adapter records how it was made, so generation can check it uses the training prompt.
-    prompt = {"template": params.prompt.template, "max_length": params.prompt.max_length}
-    write_outputs({tmp_dir / "prompt.json": json_text(prompt), tmp_dir / "params.json": json_text(to_dict(params))})
-    write_outputs({METRICS_PATH: json_text(metrics)}, dirs={ADAPTER_DIR: tmp_dir})  # adapter and metrics together
     shutil.rmtree(run_dir, ignore_errors=True)  # the adapter is the result; checkpoints were only for resuming
     click.echo(f"  loss {metrics['first_loss']} -> {metrics['last_loss']}")
 

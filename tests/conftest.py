@@ -1,5 +1,7 @@
 import os
 import random
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -8,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from filelock import FileLock
 
 from phisum.synthetic import make_example
@@ -151,3 +154,48 @@ def copy_demo(demo: Path, dest: Path) -> Path:
     """A copy of the demo workspace (git history, experiments, DVC cache) that a test may change."""
     shutil.copytree(demo, dest, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
     return dest
+
+
+@pytest.fixture()
+def tiny_stage_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+    """The working directory, with params naming the tiny model and a small local dataset."""
+    from phisum.synthetic import write_dataset
+    from tests.test_params import committed_params_text
+
+    write_dataset(tmp_path / "dialogsum", seed=0, sizes={"train": 6, "validation": 3, "test": 3})
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "params.yaml").write_text(committed_params_text())
+    set_params(
+        tmp_path,
+        {
+            "model": {"name": str(tiny_model_dir), "revision": None, "device": "cpu"},
+            "data": {"source": str(tmp_path / "dialogsum"), "revision": None},
+            "prompt": {"max_length": 256},
+            "generate": {"max_new_tokens": 32},
+        },
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def dvc_stage(name: str) -> dict:
+    """dvc.yaml's stage `name` (`generate@peft` for a foreach item, with ${key} and ${item.*} filled in)."""
+    stage_name, _, key = name.partition("@")
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage_name]
+    if "foreach" not in stage:
+        return stage
+    item = stage["foreach"][key]
+
+    def fill(node):
+        if isinstance(node, str):
+            return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), node.replace("${key}", key))
+        if isinstance(node, list):
+            return [fill(value) for value in node]
+        return {fill(k): fill(v) for k, v in node.items()} if isinstance(node, dict) else node
+
+    return fill(stage["do"])
+
+
+def stage_args(name: str) -> list[str]:
+    """The options dvc.yaml's cmd gives stage `name` (after `python -m stages.<stage>`): its paths."""
+    return shlex.split(dvc_stage(name)["cmd"])[3:]

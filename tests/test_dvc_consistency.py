@@ -1,14 +1,25 @@
 """dvc.yaml must declare what each stage really reads, or DVC skips stages that should rerun."""
 
 import ast
+import importlib
+import shlex
 
+import click
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, dvc_stage
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 SCRIPTS = {name: name for name in ("prepare", "train", "generate", "evaluate", "qualitative")}
+# Every stage as DVC runs it: foreach items one by one.
+RUNS = [
+    f"{name}@{key}" if "foreach" in STAGES[name] else name
+    for name in STAGES
+    for key in STAGES[name].get("foreach", [""])
+]
+# Written by a stage but deliberately no out: DVC deletes outs before a rerun, and a killed run resumes from these.
+NOT_OUTS = {"train": {"checkpoint_dir"}}
 
 
 def stage_body(name: str) -> dict:
@@ -71,3 +82,38 @@ def test_base_generation_does_not_depend_on_training():
 
 def test_every_stage_is_checked():
     assert set(STAGES) == set(SCRIPTS)
+
+
+def declared_paths(entries: list) -> set[str]:
+    """dvc.yaml's deps/outs/metrics entries: plain paths, or one-key mappings with options."""
+    return {entry if isinstance(entry, str) else next(iter(entry)) for entry in entries}
+
+
+def covers(option_path: str, declared: str) -> bool:
+    return declared == option_path or declared.startswith(f"{option_path.rstrip('/')}/")
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_every_path_in_a_stage_cmd_is_its_dep_or_out_and_every_dep_and_out_is_in_its_cmd(run):
+    name = run.split("@")[0]
+    stage = dvc_stage(run)
+    argv = shlex.split(stage["cmd"])
+    assert argv[:3] == ["python", "-m", f"stages.{name}"], "run stages as modules: see dvc.yaml's header"
+    command = importlib.import_module(f"stages.{name}").main
+    given = command.make_context(name, argv[3:]).params  # click parses them as the stage will
+    path_options = [p for p in command.params if isinstance(p.type, click.Path) and given.get(p.name) is not None]
+    deps = {dep for dep in stage["deps"] if not dep.endswith(".py")}  # code deps are checked above
+    outs = declared_paths(stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []))
+    inputs = [str(given[p.name]) for p in path_options if not p.type.writable]
+    outputs = [str(given[p.name]) for p in path_options if p.type.writable and p.name not in NOT_OUTS.get(name, ())]
+    for path in inputs:
+        assert any(covers(path, dep) for dep in deps), f"{run}: {path} is read but not among its deps"
+        assert not any(covers(path, out) for out in outs), f"{run}: {path} is read, yet declared an out"
+    for path in outputs:
+        assert any(covers(path, out) for out in outs), f"{run}: {path} is written but not among its outs"
+    for dep in deps:
+        assert any(covers(path, dep) for path in inputs), f"{run}: dep {dep} is no path its cmd gives"
+    for out in outs:
+        assert any(covers(path, out) for path in outputs), f"{run}: out {out} is no path its cmd gives"
+    for option in NOT_OUTS.get(name, ()):
+        assert not any(covers(str(given[option]), out) for out in outs | deps), f"{run}: {option} is declared"

@@ -25,6 +25,7 @@ from transformers import AutoTokenizer
 from phisum.data import KNOWN_COLUMNS, DataError, load_splits
 from phisum.params import ParamsError, load_params, parse_params, read_yaml
 from stages.prepare import prepare
+from tests.conftest import stage_args
 from tests.test_params import committed_params_text
 
 EXAMPLES = int(os.environ.get("PHISUM_FUZZ_EXAMPLES", "100"))
@@ -274,7 +275,7 @@ def invoke_prepare_cli() -> None:
 
     from stages.prepare import main
 
-    result = CliRunner().invoke(main, [])
+    result = CliRunner().invoke(main, stage_args("prepare"))
     if result.exit_code == 0:
         stats = json.loads(Path("metrics/data.json").read_text())
         for split in ("train", "validation", "test"):

@@ -55,7 +55,7 @@ def test_your_own_dialogues_file_is_read_and_checked(tmp_path):
     ]
     assert generate.read_extra_dialogues("") == []
     path.write_text(json.dumps({"id": "y", "dialogue": " "}) + "\n")
-    with pytest.raises(click.ClickException, match="line 1 has no `dialogue`"):
+    with pytest.raises(click.ClickException, match="line 1: no `dialogue` text"):
         generate.read_extra_dialogues(str(path))
 
 

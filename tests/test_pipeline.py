@@ -73,7 +73,7 @@ def test_demo_prints_the_human_ceiling_and_the_stress_scores(demo_repo):
     human = read_json(repo / "metrics/human.json")
     assert human["held_out_summaries"] == 120 and human["empty_predictions"] == 0  # 60 dialogues x 2 references
     assert "against the dialogue's other references (1 of 2 at most)" in human["note"]
-    printed = output[output.index("stages/evaluate.py --summary") :]
+    printed = output[output.index("stages.evaluate --summary") :]
     human_row = next(line for line in printed.splitlines() if line.startswith("| human |"))
     assert f"| {human['pooled_reference']['rouge1']:.4f} |" in human_row
     assert "stress final_time_correct: PEFT - base" in printed

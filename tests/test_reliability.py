@@ -1,4 +1,5 @@
-"""Failing early and cleanly: bad params through the real CLI, atomic writes under SIGKILL."""
+"""Failing early and cleanly: stages through their click mains in process (CliRunner in a temporary working
+directory), a few real processes for "one line, no traceback, exit 1" end to end, atomic writes under SIGKILL."""
 
 import csv
 import errno
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from phisum.params import read_yaml
-from tests.conftest import ROOT, VENV_BIN, run, set_params
+from tests.conftest import ROOT, VENV_BIN, run, set_params, stage_args
 from tests.test_params import committed_params_text, write_bad_params
 
 # The checker's messages are tested in-process (tests/test_params.py); these prove the path through a real
@@ -30,14 +31,15 @@ BAD_PARAMS_END_TO_END = [
 def prepare_command() -> list[str]:
     """prepare's command as dvc.yaml runs it (its path options included), with this interpreter."""
     command = shlex.split(read_yaml((ROOT / "dvc.yaml").read_text())["stages"]["prepare"]["cmd"])
-    assert command[:2] == ["python", "stages/prepare.py"], command
-    return [sys.executable, str(ROOT / command[1]), *command[2:]]
+    assert command[:3] == ["python", "-m", "stages.prepare"], command
+    return [sys.executable, *command[1:]]
 
 
 @pytest.mark.parametrize(("edit", "expected"), BAD_PARAMS_END_TO_END, ids=[e for _, e in BAD_PARAMS_END_TO_END])
 def test_bad_params_fail_in_one_line_before_any_work(tmp_path, edit, expected):
     write_bad_params(tmp_path, edit)  # no data and no model here: any real work would fail differently
-    done = subprocess.run(prepare_command(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # `-m stages.prepare` from outside the repository
+    done = subprocess.run(prepare_command(), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr[-2000:]
     errors = done.stderr.splitlines()  # the whole of stderr: no traceback, no warnings before it
     assert len(errors) == 1 and errors[0].startswith(f"Error: {expected}"), done.stderr[-2000:]
@@ -130,40 +132,20 @@ MISSING_NAMES = [
 QUEUE_HINT = "a queued experiment (dvc exp run --queue) sees only git- or DVC-tracked files"
 
 
-@pytest.fixture()
-def tiny_stage_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
-    """The working directory, with params naming the tiny model and a small local dataset."""
-    from phisum.synthetic import write_dataset
-
-    write_dataset(tmp_path / "dialogsum", seed=0, sizes={"train": 6, "validation": 3, "test": 3})
-    (tmp_path / "weights").mkdir()
-    (tmp_path / "params.yaml").write_text(committed_params_text())
-    set_params(
-        tmp_path,
-        {
-            "model": {"name": str(tiny_model_dir), "revision": None, "device": "cpu"},
-            "data": {"source": str(tmp_path / "dialogsum"), "revision": None},
-            "prompt": {"max_length": 256},
-            "generate": {"max_new_tokens": 32},
-        },
-    )
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def nothing_written(stage_dir: Path) -> bool:
     return sorted(p.name for p in stage_dir.iterdir()) == ["dialogsum", "params.yaml", "weights"]
 
 
-def invoke_prepare() -> str:
-    """prepare's click main in this process; returns its one `Error:` line."""
+def invoke_stage(run: str = "prepare") -> str:
+    """A stage's click main in this process, with dvc.yaml's options; returns its one `Error:` line."""
+    import importlib
+
     from click.testing import CliRunner
 
-    from stages.prepare import main
-
-    result = CliRunner().invoke(main, [])
+    main = importlib.import_module(f"stages.{run.split('@')[0]}").main
+    result = CliRunner().invoke(main, stage_args(run))
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    errors = result.stderr.splitlines()
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("Error: "), result.stderr
     return errors[0]
 
@@ -171,7 +153,7 @@ def invoke_prepare() -> str:
 @pytest.mark.parametrize(("overrides", "expected"), MISSING_NAMES, ids=[e[:40] for _, e in MISSING_NAMES])
 def test_names_that_resolve_to_nothing_stop_prepare_in_one_line(tiny_stage_dir, overrides, expected):
     set_params(tiny_stage_dir, overrides)
-    error = invoke_prepare()
+    error = invoke_stage()
     assert error.startswith(f"Error: {expected}")
     if "no directory under" in expected:
         assert f"no directory under {tiny_stage_dir} and not a hub id" in error and QUEUE_HINT in error
@@ -195,7 +177,7 @@ def test_a_revision_the_hub_does_not_have_is_named(tiny_stage_dir, tiny_model_di
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_such_revision)
     set_params(tiny_stage_dir, {"model": {"name": "microsoft/phi-2", "revision": "v9"}})
-    assert invoke_prepare() == (
+    assert invoke_stage() == (
         "Error: model.revision: 'v9' is no commit, branch or tag of microsoft/phi-2; use a full commit hash from "
         "the hub, or null for the latest"
     )
@@ -204,37 +186,49 @@ def test_a_revision_the_hub_does_not_have_is_named(tiny_stage_dir, tiny_model_di
     monkeypatch.setattr(datasets, "load_dataset", no_such_revision)
     set_params(tiny_stage_dir, {"model": {"name": str(tiny_model_dir)}})
     set_params(tiny_stage_dir, {"data": {"source": "neil-code/dialogsum-test", "revision": "v9"}})
-    assert invoke_prepare() == (
+    assert invoke_stage() == (
         "Error: data.revision: 'v9' is no commit, branch or tag of neil-code/dialogsum-test; use a commit hash "
         "from the hub, or null for the latest"
     )
     assert nothing_written(tiny_stage_dir)
 
 
-def run_stage(stage_dir: Path, script: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
-    command = [sys.executable, str(ROOT / "stages" / script), *args]
-    return subprocess.run(command, cwd=stage_dir, env=env, capture_output=True, text=True, timeout=300)
+OFFLINE_NAMES = [
+    ("prepare", {"data": {"source": "nobody/no-such-data"}}, "data.source: 'nobody/no-such-data'"),
+    ("train", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
+    ("generate@base", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
+]
 
 
 @pytest.mark.parametrize(
-    ("script", "overrides", "expected"),
-    [
-        ("prepare.py", {"data": {"source": "nobody/no-such-data"}}, "data.source: 'nobody/no-such-data'"),
-        ("train.py", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
-        ("generate.py", {"model": {"name": "models/tiny-phi"}}, "model.name: 'models/tiny-phi'"),
-    ],
-    ids=["prepare-data", "train-model", "generate-model"],
+    ("run", "overrides", "expected"), OFFLINE_NAMES, ids=["prepare-data", "train-model", "generate"]
 )
-def test_offline_hub_names_fail_in_one_line_in_every_stage_that_loads_them(tiny_stage_dir, script, overrides, expected):
+def test_offline_hub_names_fail_in_one_line_in_every_stage_that_loads_them(
+    tiny_stage_dir, monkeypatch, run, overrides, expected
+):
     """models/tiny-phi in a queued experiment: the CPU profile's model directory is not in git."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    for config in (huggingface_hub.constants, datasets.config):  # as HF_HUB_OFFLINE=1 in the environment does
+        monkeypatch.setattr(config, "HF_HUB_OFFLINE", True)
     set_params(tiny_stage_dir, overrides)
-    done = run_stage(tiny_stage_dir, script, *(["--variant", "base"] if script == "generate.py" else []))
-    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
-    assert done.returncode == 1 and len(errors) == 1, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    assert errors[0].startswith(f"Error: {expected} is no directory under {tiny_stage_dir}, and the hub is unreachable")
-    assert QUEUE_HINT in errors[0]
+    error = invoke_stage(run)
+    assert error.startswith(f"Error: {expected} is no directory under {tiny_stage_dir}, and the hub is unreachable")
+    assert QUEUE_HINT in error
+    assert nothing_written(tiny_stage_dir)
+
+
+def test_a_stage_process_stops_in_one_line_with_exit_1_and_no_traceback(tiny_stage_dir):
+    """End to end, as DVC runs a stage (`python -m stages.train` and dvc.yaml's options): the in-process tests
+    above check the messages, this one that the process prints nothing else."""
+    set_params(tiny_stage_dir, {"model": {"name": "models/tiny-phi"}})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "stages.train", *stage_args("train")]
+    done = subprocess.run(command, cwd=tiny_stage_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr[-2000:]
+    assert done.stderr.startswith("Error: model.name: 'models/tiny-phi' is no directory under ")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert nothing_written(tiny_stage_dir)
 
 
@@ -292,10 +286,10 @@ def test_ctrl_c_during_training_keeps_a_checkpoint_says_so_and_the_next_run_resu
 
     from stages.prepare import main as prepare_main
 
-    assert CliRunner().invoke(prepare_main, []).exit_code == 0
+    assert CliRunner().invoke(prepare_main, stage_args("prepare")).exit_code == 0
     set_params(tiny_stage_dir, {**SHORT_TRAINING, "lora": {"r": 4}})
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
-    command = [sys.executable, str(ROOT / "stages/train.py")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "stages.train", *stage_args("train")]
     process = subprocess.Popen(command, cwd=tiny_stage_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while not list((tiny_stage_dir / "models/checkpoints").glob("*/checkpoint-10/trainer_state.json")):
@@ -313,7 +307,7 @@ def test_ctrl_c_during_training_keeps_a_checkpoint_says_so_and_the_next_run_resu
         f"Error: interrupted; {kept.relative_to(tiny_stage_dir)} is kept and the previous adapter is unchanged: "
         f"run `dvc repro` with the same params and data to resume from step {step}"
     )
-    assert not (tiny_stage_dir / "models/adapter").exists() and not list(tiny_stage_dir.glob("models/.adapter-*"))
+    assert [p.name for p in (tiny_stage_dir / "models").iterdir()] == ["checkpoints"]  # no adapter, no temp dir
     with (tiny_stage_dir / "metrics/curves/plots/metrics/train/loss.tsv").open() as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert rows and all(None not in row and None not in row.values() for row in rows)
@@ -365,12 +359,12 @@ def test_a_full_disk_or_read_only_dir_leaves_the_previous_outputs_and_names_the_
 
     from stages.prepare import main
 
-    assert CliRunner().invoke(main, []).exit_code == 0
+    assert CliRunner().invoke(main, stage_args("prepare")).exit_code == 0
     outputs = [*PREPARE_OUTPUTS, "metrics/data.json"]
     before = {name: (tiny_stage_dir / name).read_bytes() for name in outputs}
     set_params(tiny_stage_dir, {"prompt": {"max_length": 200}})  # a different result, never written
     fail_nth_output(monkeypatch, failing, how)
-    result = CliRunner().invoke(main, [])
+    result = CliRunner().invoke(main, stage_args("prepare"))
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert result.stderr.splitlines() == [
         f"Error: cannot write {path}: {reason}; free disk space or make {Path(path).parent} writable, then rerun "
@@ -381,22 +375,105 @@ def test_a_full_disk_or_read_only_dir_leaves_the_previous_outputs_and_names_the_
     assert sorted(leftovers) == ["data.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
 
 
-def test_a_directory_output_is_swapped_whole_or_not_at_all(tmp_path, monkeypatch):
-    from phisum.files import WriteError, write_outputs
+def tree_bytes(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
-    final_dir, tmp_dir = tmp_path / "adapter", tmp_path / ".adapter-new"
-    for directory, text in ((final_dir, "old"), (tmp_dir, "new")):
-        directory.mkdir()
-        (directory / "weights").write_text(text)
-    (tmp_path / "train.json").write_text("old")
-    fail_nth_output(monkeypatch, 1, "full")
-    with pytest.raises(WriteError, match="cannot write .*train.json: No space left on device"):
-        write_outputs({tmp_path / "train.json": "new"}, dirs={final_dir: tmp_dir})
-    assert (final_dir / "weights").read_text() == "old" and (tmp_path / "train.json").read_text() == "old"
+
+def test_directory_outputs_are_swapped_whole_with_their_files_or_not_at_all(tmp_path, monkeypatch):
+    from phisum.files import WriteError, atomic_outputs, write_text
+
+    final_dir = tmp_path / "adapter"
+    for name, text in (("adapter/weights", "old"), ("adapter/prompt.json", "old"), ("train.json", "old")):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / ".adapter.tmp").mkdir()
+    (tmp_path / ".adapter.tmp/weights").write_text("half written by a crashed run")
+    before = tree_bytes(tmp_path)
+
+    def write_new(outputs) -> None:
+        assert list(outputs.dirs[final_dir].iterdir()) == []  # the crashed run's leftovers are gone
+        write_text(outputs.dirs[final_dir] / "weights", "new")
+        outputs.texts[tmp_path / "train.json"] = "new"
+
+    fail_nth_output(monkeypatch, 2, "full")  # the metrics file, after the directory's file
+    with (
+        pytest.raises(WriteError, match="cannot write .*train.json: No space left on device"),
+        atomic_outputs(final_dir) as outputs,
+    ):
+        write_new(outputs)
+    assert tree_bytes(tmp_path) == {k: v for k, v in before.items() if not k.startswith(".adapter.tmp")}
     monkeypatch.undo()
-    write_outputs({tmp_path / "train.json": "new"}, dirs={final_dir: tmp_dir})
-    assert (final_dir / "weights").read_text() == "new" and (tmp_path / "train.json").read_text() == "new"
+    with pytest.raises(KeyboardInterrupt), atomic_outputs(final_dir) as outputs:
+        write_new(outputs)
+        raise KeyboardInterrupt  # Ctrl-C after the writes, before the swap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "train.json"]
+    assert (final_dir / "weights").read_text() == "old"
+    with atomic_outputs(final_dir) as outputs:
+        write_new(outputs)
+    assert tree_bytes(tmp_path) == {"adapter/weights": b"new", "train.json": b"new"}
+
+
+def test_outputs_get_the_mode_open_would_give_and_a_replaced_file_keeps_its_own(tmp_path):
+    from phisum.files import write_text
+
+    umask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "metrics.json", "{}")
+        (tmp_path / "params.yaml").write_text("seed: 1\n")
+        (tmp_path / "params.yaml").chmod(0o640)
+        write_text(tmp_path / "params.yaml", "seed: 2\n")
+    finally:
+        os.umask(umask)
+    assert oct((tmp_path / "metrics.json").stat().st_mode & 0o777) == oct(0o644)  # mkstemp alone gives 0o600
+    assert oct((tmp_path / "params.yaml").stat().st_mode & 0o777) == oct(0o640)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_the_cpu_profile_switch_rewrites_params_yaml_whole_or_not_at_all(tmp_path, monkeypatch):
+    from phisum.files import WriteError
+    from phisum.profile import rewrite_params
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(committed_params_text())
+    before = (tmp_path / "params.yaml").read_bytes()
+    fail_nth_output(monkeypatch, 1, "full")
+    with pytest.raises(WriteError, match="cannot write params.yaml: No space left on device"):
+        rewrite_params({"lora": {"r": 8}})
+    assert (tmp_path / "params.yaml").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert rewrite_params({"lora": {"r": 8}}) == ["lora.r: 32 -> 8"]
+    assert (tmp_path / "params.yaml").read_text() == committed_params_text().replace("  r: 32  #", "  r: 8   #", 1)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_during_generate_keeps_the_previous_predictions_and_no_temp_dir(tiny_stage_dir, monkeypatch):
+    from click.testing import CliRunner
+
+    from stages.generate import main
+    from stages.prepare import main as prepare_main
+
+    set_params(tiny_stage_dir, {"generate": {"max_new_tokens": 8, "stress_cases": 2}})
+    assert CliRunner().invoke(prepare_main, stage_args("prepare")).exit_code == 0
+    assert CliRunner().invoke(main, stage_args("generate@base")).exit_code == 0
+    before = tree_bytes(tiny_stage_dir / "data/predictions")
+    assert sorted(before) == ["base/extra.jsonl", "base/meta.json", "base/stress.jsonl", "base/test.jsonl"]
+    set_params(tiny_stage_dir, {"generate": {"stress_cases": 3}})  # a different result, never written
+    fail_nth_output(monkeypatch, 2, "full")  # stress.jsonl, after test.jsonl
+    result = CliRunner().invoke(main, stage_args("generate@base"))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert (
+        result.exit_code == 1
+        and isinstance(result.exception, SystemExit)
+        and errors
+        == [
+            "Error: cannot write data/predictions/.base.tmp/stress.jsonl: No space left on device; free disk space or "
+            "make data/predictions/.base.tmp writable, then rerun (the previous outputs are unchanged)"
+        ]
+    ), result.output
+    assert tree_bytes(tiny_stage_dir / "data/predictions") == before
+    assert [p.name for p in (tiny_stage_dir / "data/predictions").iterdir()] == ["base"]
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
@@ -409,7 +486,7 @@ def test_a_full_disk_during_evaluate_leaves_every_previous_output(tmp_path, monk
 
     write_predictions(tmp_path, {"metrics": ["rouge", "bleu", "length"], "bootstrap_resamples": 50})
     monkeypatch.chdir(tmp_path)
-    assert CliRunner().invoke(main, []).exit_code == 0
+    assert CliRunner().invoke(main, stage_args("evaluate")).exit_code == 0
     outputs = sorted(p for d in ("data/scored", "metrics") for p in (tmp_path / d).rglob("*") if p.is_file())
     assert len(outputs) == 4 + 4 + 4  # scored test/stress per model, 4 metrics files, 4 plot files
     before = {path: path.read_bytes() for path in outputs}
@@ -417,6 +494,8 @@ def test_a_full_disk_during_evaluate_leaves_every_previous_output(tmp_path, monk
         test_path = tmp_path / f"data/predictions/{model}/test.jsonl"
         test_path.write_text(test_path.read_text().replace("Jack is late", "Jack is never late"))
     fail_nth_output(monkeypatch, 5, "full")  # after both models' scored files, at the first metrics file
-    result = CliRunner().invoke(main, [])
+    result = CliRunner().invoke(main, stage_args("evaluate"))
     assert result.exit_code == 1 and "No space left on device" in result.output, result.output
     assert {path: path.read_bytes() for path in outputs} == before
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["predictions", "scored"]  # no temp dir
+    assert sorted(p.name for p in (tmp_path / "data/scored").iterdir()) == ["base", "peft"]

@@ -35,7 +35,7 @@ from phisum.resources import (
 )
 from phisum.significance import compare_systems
 from phisum.stress import make_stress_cases
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, stage_args
 
 SENTENCE = "Tom and Ann will meet on Friday at nine am."  # 11 tokens: 10 words and the full stop
 # Overlapping but different summaries, so every BLEU n-gram order has matches and nothing scores 1.
@@ -461,7 +461,12 @@ def write_predictions(repo: Path, evaluate_params: dict) -> None:
 def run_evaluate(repo: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(EVALUATE.parents[1])}
     return subprocess.run(
-        [sys.executable, str(EVALUATE), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, str(EVALUATE), *(args or stage_args("evaluate"))],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -488,7 +493,7 @@ def test_evaluate_writes_counts_human_ceiling_and_prints_the_summary(tmp_path):
         "prediction_words",
         "word_length_ratio",
     ]
-    printed = run_evaluate(tmp_path, "--summary").stdout
+    printed = run_evaluate(tmp_path, "--summary", "metrics").stdout
     assert f"| human | {human['pooled_reference']['rouge1']:.4f} |" in printed
     assert "| base |" in printed and "| 1 | 1 | 0.0 |" in printed  # empty, cut off, final-time accuracy
     assert "stress final_time_correct: PEFT - base 1.0" in printed

@@ -18,7 +18,7 @@ from phisum.export import load_unquantized_with_adapter, merge_adapter
 from phisum.params import load_params
 from phisum.profile import apply_overrides
 from phisum.training import plan_processes, select_loss_kernels
-from tests.conftest import ROOT, VENV_BIN, copy_project, run, set_params
+from tests.conftest import VENV_BIN, copy_project, run, set_params, stage_args
 from tests.test_generation import load_stage
 from tests.test_params import committed_params_text
 from tests.test_training import cpu_profile_params, cpu_profile_text
@@ -88,11 +88,11 @@ def test_killed_training_resumes_to_the_same_final_loss(repo):
 @pytest.mark.slow
 def test_non_finite_loss_stops_at_once_and_writes_no_adapter(repo, tmp_path):
     nan_repo = workspace_like(repo, tmp_path, {"train": {"learning_rate": 1.0e30}})
-    output = run([PYTHON, "stages/train.py"], nan_repo, check=False)
+    output = run([PYTHON, "-m", "stages.train", *stage_args("train")], nan_repo, check=False)
     assert "Error: non-finite training loss" in output and "at step" in output
     assert "Traceback" not in output
     assert not (nan_repo / "models/adapter").exists()
-    assert not list((nan_repo / "models").glob(".adapter-*"))
+    assert not list((nan_repo / "models").glob(".adapter*"))
 
 
 @pytest.mark.slow
@@ -118,7 +118,7 @@ def test_two_cpu_processes_train_data_parallel(repo, tmp_path):
     overrides = {"train": {"num_processes": 2, "max_steps": 20, "eval_steps": 10, "save_steps": 10}}
     ddp_repo = workspace_like(repo, tmp_path, overrides)
     started = time.perf_counter()
-    run([PYTHON, "stages/train.py"], ddp_repo)
+    run([PYTHON, "-m", "stages.train", *stage_args("train")], ddp_repo)
     metrics = train_metrics(ddp_repo)
     assert (metrics["processes"], metrics["steps"]) == (2, 20)
     assert (ddp_repo / "models/adapter/adapter_model.safetensors").exists()
@@ -150,10 +150,10 @@ def two_gpus(tmp_path, monkeypatch):
 
 def test_train_stage_with_two_gpus_and_one_process_reruns_itself_on_the_first(two_gpus):
     train, calls = two_gpus
-    result = CliRunner().invoke(train.main, [])
+    result = CliRunner().invoke(train.main, stage_args("train"))
     assert result.exit_code == 0, result.output
     [(args, env)] = calls
-    assert args == [sys.executable, str(ROOT / "stages/train.py")]
+    assert args == [sys.executable, "-m", "stages.train", *stage_args("train")]
     assert env["CUDA_VISIBLE_DEVICES"] == "0"
     assert "1 process and 2 GPUs visible: training on GPU 0 only" in result.output
 
@@ -162,7 +162,7 @@ def test_more_processes_than_visible_gpus_is_a_params_error(two_gpus, tmp_path):
     train, calls = two_gpus
     text, _ = apply_overrides(committed_params_text(), {"train": {"num_processes": 4}})
     (tmp_path / "params.yaml").write_text(text)
-    result = CliRunner().invoke(train.main, [])
+    result = CliRunner().invoke(train.main, stage_args("train"))
     assert result.exit_code == 1
     assert result.output == (
         "Error: train.num_processes: 4 processes need one GPU each, 2 visible; set it to 2 or fewer "
@@ -172,11 +172,11 @@ def test_more_processes_than_visible_gpus_is_a_params_error(two_gpus, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the stop shown without a usable GPU")
-@pytest.mark.parametrize(("stage", "args"), [("train", []), ("generate", ["--variant", "base"])])
-def test_cuda_device_without_a_usable_gpu_stops_before_any_work(stage, args, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("stage", "run"), [("train", "train"), ("generate", "generate@base")])
+def test_cuda_device_without_a_usable_gpu_stops_before_any_work(stage, run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(committed_params_text())
-    result = CliRunner().invoke(load_stage(stage).main, args)
+    result = CliRunner().invoke(load_stage(stage).main, stage_args(run))
     assert result.exit_code == 1
     assert result.output.startswith("Error: model.device: cuda, but CUDA is not usable here (torch ")
     assert result.output.endswith("set model.device: cpu to run on the CPU anyway\n")
@@ -244,8 +244,8 @@ def test_a_config_error_in_training_is_one_line_and_stale_checkpoints_are_gone(t
     for run_id in (own, "0123456789ab"):  # this configuration's run, and another's
         (Path("models/checkpoints") / run_id / "checkpoint-40").mkdir(parents=True)
         (Path("models/checkpoints") / run_id / "checkpoint-40" / "trainer_state.json").write_text("{}")
-    Path(f"models/.adapter-{own}").mkdir()  # left by a crashed run
-    result = CliRunner().invoke(train.main, [])
+    Path("models/.adapter.tmp").mkdir()  # left by a crashed run
+    result = CliRunner().invoke(train.main, stage_args("train"))
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == (
         "Error: lora.target_modules: Wqkv not found in phi; its linear layers are: "
