@@ -16,6 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from phisum.fullsize import meta_model
 from phisum.params import ModelParams, load_params
 from phisum.prompt import build_prompt
 from phisum.synthetic import make_example
@@ -54,7 +55,7 @@ def test_every_script_compiles_and_imports():
 def test_phi2_parameter_count_on_the_meta_device():
     memory = load_script("memory")
 
-    model = memory.phi2_meta_model()
+    model = meta_model()
     assert next(model.parameters()).device.type == "meta"
     counts = memory.weight_bytes(model)
     assert counts["params"] == 2_779_683_840
@@ -65,10 +66,10 @@ def test_phi2_parameter_count_on_the_meta_device():
 def test_nf4_is_under_a_third_of_fp16_for_quantized_layers():
     memory = load_script("memory")
 
-    counts = memory.weight_bytes(memory.phi2_meta_model(), double_quant=True)
+    counts = memory.weight_bytes(meta_model(), double_quant=True)
     assert counts["quantized_nf4_bytes"] < counts["quantized_fp16_bytes"] / 3
     assert 4.12 < counts["nf4_bits_per_quantized_weight"] < 4.13  # 4 + 8/64 + 32/(64*256) + per-matrix tables
-    without_double_quant = memory.weight_bytes(memory.phi2_meta_model(), double_quant=False)
+    without_double_quant = memory.weight_bytes(meta_model(), double_quant=False)
     assert without_double_quant["quantized_nf4_bytes"] > counts["quantized_nf4_bytes"]
 
 
@@ -76,7 +77,7 @@ def test_computed_nf4_bytes_match_bitsandbytes_on_the_tiny_model(tiny_model_dir)
     memory = load_script("memory")
 
     quant = load_params(ROOT / "params.yaml").quantization
-    measured = memory.measure_tiny(str(tiny_model_dir), quant)
+    measured = memory.measure_tiny(ModelParams(name=str(tiny_model_dir), revision=None), quant)
     assert measured["computed"]["nf4_bytes"] == measured["nf4_footprint_with_constants"]
     assert measured["computed"]["fp16_bytes"] == measured["fp16_footprint"]
 

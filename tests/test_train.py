@@ -16,7 +16,8 @@ from peft import get_peft_model
 from transformers import AutoTokenizer, PhiConfig, PhiForCausalLM
 
 from phisum.export import load_unquantized_with_adapter, merge_adapter
-from phisum.modeling import PHI2_DIMS, build_lora_config, count_parameters
+from phisum.fullsize import PHI2_DIMS
+from phisum.modeling import build_lora_config, count_parameters
 from phisum.params import LoraParams
 from phisum.profile import apply_overrides
 from phisum.training import plan_processes, select_loss_kernels
