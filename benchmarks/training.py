@@ -143,6 +143,7 @@ def prepared_clone(workspace: Path, data_dir: Path, scratch: Path) -> Path:
     """A git clone of workspace on the CPU profile with data_dir and prepare done: `make demo DATA=`'s first steps."""
     if scratch.exists() and any(scratch.iterdir()):
         raise click.ClickException(f"--scratch {scratch}: not empty; give a new directory")
+    scratch.mkdir(parents=True, exist_ok=True)
     venv_bin = Path(sys.executable).parent  # the stages run with this interpreter, the clone's phisum first
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(scratch)}
     commands = (
