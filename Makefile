@@ -85,13 +85,13 @@ gpu-kit:
 	$(BIN)/python benchmarks/gpu_kit.py --kit-dir .gpukit
 
 # One thread: on a small shared CPU, torch's threads wait on each other (BENCHMARKS.md, "Threads").
-REPEATS ?= 5
+REPEATS ?= 3
 BENCH_OUT := benchmarks/results
 bench: setup
 	mkdir -p $(BENCH_OUT)
 	$(BIN)/python benchmarks/memory.py --out $(BENCH_OUT)/memory.json
 	$(BIN)/python benchmarks/generation.py --repeats $(REPEATS) --threads 1 --out $(BENCH_OUT)/generation.json
 	$(BIN)/python benchmarks/training.py --steps 40 --repeats $(REPEATS) --threads 1 --out $(BENCH_OUT)/training.json
-	$(BIN)/python benchmarks/reuse.py --ranks 16,8,4 --threads 1 --out $(BENCH_OUT)/reuse.json
+	$(BIN)/python benchmarks/reuse.py --ranks 16,8 --threads 1 --out $(BENCH_OUT)/reuse.json
 	$(if $(DATA),$(BIN)/python benchmarks/training.py --data "$(DATA)" --steps 40 --repeats $(REPEATS) \
 		--threads 1 --out $(BENCH_OUT)/training-dialogsum.json)
