@@ -77,7 +77,7 @@ def test_computed_nf4_bytes_match_bitsandbytes_on_the_tiny_model(tiny_model_dir)
     memory = load_script("memory")
 
     quant = load_params(ROOT / "params.yaml").quantization
-    measured = memory.measure_tiny(ModelParams(name=str(tiny_model_dir), revision=None), quant)
+    measured = memory.measure_tiny(ModelParams(name=str(tiny_model_dir), revision=None, device="cpu"), quant)
     assert measured["computed"]["nf4_bytes"] == measured["nf4_footprint_with_constants"]
     assert measured["computed"]["fp16_bytes"] == measured["fp16_footprint"]
 
