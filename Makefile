@@ -1,6 +1,7 @@
 # make setup   install everything into .venv (both targets below call it)
 # make demo    the embedded CPU pipeline: dvc repro, a lora.r=16 experiment, the metrics diff
 # make test    the test suite (what CI runs)
+# make bench   after `make demo`: BENCHMARKS.md's CPU rows into benchmarks/results/ (DATA=<dir>: the DialogSum ones too)
 # make gpu-kit  wheels for benchmarks/gpu_phi2.py on the lent H200 (.gpukit/, < 64 MiB) and the command to run it
 # make remote  point DVC at a local directory remote (REMOTE=<dir>); `make demo` does this
 # make review BASE=main   reports/review.md: this revision against BASE (stale check first)
@@ -25,7 +26,7 @@ export GIT_AUTHOR_EMAIL ?= $(shell git config user.email || echo demo@phisum.inv
 export GIT_COMMITTER_NAME ?= $(GIT_AUTHOR_NAME)
 export GIT_COMMITTER_EMAIL ?= $(GIT_AUTHOR_EMAIL)
 
-.PHONY: setup demo test lint wordnet gpu-kit remote review
+.PHONY: setup demo test lint wordnet gpu-kit remote review bench
 
 setup: $(VENV)/.installed
 
@@ -83,3 +84,15 @@ lint: setup
 
 gpu-kit:
 	$(BIN)/python benchmarks/gpu_kit.py --kit-dir .gpukit
+
+# One thread: on a small shared CPU, torch's threads wait on each other (BENCHMARKS.md, "Threads").
+REPEATS ?= 3
+BENCH_OUT := benchmarks/results
+bench: setup
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/python benchmarks/memory.py --out $(BENCH_OUT)/memory.json
+	$(BIN)/python benchmarks/generation.py --repeats $(REPEATS) --threads 1 --out $(BENCH_OUT)/generation.json
+	$(BIN)/python benchmarks/training.py --steps 40 --repeats $(REPEATS) --threads 1 --out $(BENCH_OUT)/training.json
+	$(BIN)/python benchmarks/reuse.py --ranks 16,8 --threads 1 --out $(BENCH_OUT)/reuse.json
+	$(if $(DATA),$(BIN)/python benchmarks/training.py --data "$(DATA)" --steps 40 --repeats $(REPEATS) \
+		--threads 1 --out $(BENCH_OUT)/training-dialogsum.json)

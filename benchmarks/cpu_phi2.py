@@ -28,7 +28,7 @@ from transformers import TrainerCallback
 
 from phisum.fullsize import synthetic_texts, write_random_phi2
 from phisum.params import ModelParams, load_params
-from phisum.prompt import build_prompt
+from phisum.prompt import build_prompt, check_adapter_prompt, save_adapter_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,15 +120,16 @@ def run(work: Path, steps: int, new_tokens: int) -> dict:
     train_stage = load_stage("train")
     clock = StepClock()
 
-    class TimedTrainer(train_stage.CheckedSFTTrainer):
+    class TimedTrainer(train_stage.checked_trainer_class()):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.add_callback(clock)
 
-    train_stage.CheckedSFTTrainer = TimedTrainer  # the stage's own trainer, plus a step clock
+    train_stage.checked_trainer_class = lambda: TimedTrainer  # the stage's own trainer, plus a step clock
     run_dir, adapter_dir = work / "models/checkpoints/run", work / "models/adapter"
     phase = time.perf_counter()
-    metrics = train_stage.train(params, rows[: per_step * steps], rows[-4:-2], run_dir, adapter_dir)
+    curves_dir = work / "metrics/curves"
+    metrics = train_stage.train(params, rows[: per_step * steps], rows[-4:-2], run_dir, adapter_dir, curves_dir)
     checkpoint = next(run_dir.glob("checkpoint-*"))
     results["train"] = {
         "metrics": metrics,
@@ -144,9 +145,9 @@ def run(work: Path, steps: int, new_tokens: int) -> dict:
     click.echo(f"train: {results['train']}")
     del metrics
     # The generate stage needs the adapter's prompt record, as the train stage's main() writes it.
-    (adapter_dir / "prompt.json").write_text(json.dumps({"template": params.prompt.template}), encoding="utf-8")
+    save_adapter_prompt(adapter_dir, params.prompt)
+    check_adapter_prompt(adapter_dir, params.prompt.template)
     generate_stage = load_stage("generate")
-    generate_stage.check_adapter_prompt(adapter_dir, params.prompt.template)
     phase = time.perf_counter()
     sets, stats = generate_stage.generate(params, rows[-2:], adapter_dir)
     results["generate"] = {

@@ -1,6 +1,6 @@
 """Batched against one-at-a-time greedy generation, side by side, on the pipeline's own model and prompts.
 
-    python benchmarks/generation.py [WORKSPACE] [--batch-sizes 8,16,32] [--repeats 3]
+    python benchmarks/generation.py [WORKSPACE] [--batch-sizes 8,16,32] [--repeats 3] [--threads 1] [--out FILE]
 
 WORKSPACE is a phisum workspace after `make demo` (default .): its params.yaml, data/prepared/test.jsonl
 and models/adapter. The model is loaded as stages/generate.py loads it (4-bit base + PeftModel adapter)
@@ -71,10 +71,15 @@ def batch_of(prompts: list[str], index: int, batch_size: int) -> list[str]:
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--adapter", "adapter_dir", default="models/adapter", show_default=True)
 @click.option("--threads", default=0, help="torch threads; 0 = torch's default. 1 is steadier on a shared CPU.")
-def main(workspace: Path, batch_sizes: str, repeats: int, adapter_dir: str, threads: int) -> None:
+@click.option("--out", "out_path", default="", type=click.Path(dir_okay=False), help="Also write the JSON here.")
+def main(workspace: Path, batch_sizes: str, repeats: int, adapter_dir: str, threads: int, out_path: str) -> None:
     if threads:
         torch.set_num_threads(threads)
+    out = Path(out_path).resolve() if out_path else None  # relative to where it was started
     os.chdir(workspace)
+    missing = [name for name in ("data/prepared/test.jsonl", adapter_dir) if not Path(name).exists()]
+    if missing:
+        raise click.ClickException(f"{workspace}: no {', '.join(missing)}; run `make demo` there first")
     params = load_params()
     compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
     tokenizer = load_tokenizer(params.model)
@@ -121,7 +126,10 @@ def main(workspace: Path, batch_sizes: str, repeats: int, adapter_dir: str, thre
         )
         for detail in results[size]["divergences"]:
             click.echo(f"    diverges at token {detail['token']}: {detail}")
-    click.echo(json.dumps({"prompts": len(prompts), "max_new_tokens": max_new_tokens, "results": results}))
+    summary = {"prompts": len(prompts), "max_new_tokens": max_new_tokens, "results": results}
+    click.echo(json.dumps(summary))
+    if out:
+        out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

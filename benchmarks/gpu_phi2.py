@@ -33,25 +33,18 @@ import torch
 import trl.kernels.chunked_logprob
 from datasets import Dataset
 from peft import PeftModel, get_peft_model
-from transformers import PhiConfig, PhiForCausalLM, TrainerCallback
+from transformers import PhiConfig, TrainerCallback
 from trl import SFTTrainer
 
-from phisum.fullsize import synthetic_texts, write_random_phi2
+from phisum.fullsize import PHI2_PARAMS, meta_model, synthetic_texts, write_random_phi2
 from phisum.generation import NonFiniteScoresError, generate_summaries, masked_attention_kernels
-from phisum.modeling import (
-    PHI2_DIMS,
-    build_lora_config,
-    build_quantization_config,
-    load_base_model,
-    load_tokenizer,
-)
+from phisum.modeling import build_lora_config, build_quantization_config, load_base_model, load_tokenizer
 from phisum.params import ModelParams, load_params
 from phisum.prompt import build_prompt
 from phisum.synthetic import make_example
 from phisum.tiny_model import build_tiny_model
 from phisum.training import build_sft_config, keep_lora_weights_fp32, load_trainable_model
 
-PHI2_PARAMS = 2_779_683_840
 # Dense 16-bit tensor-core peaks (TFLOPS) from vendor datasheets; first matching name wins.
 PEAK_TFLOPS = {"H100 PCIe": 756, "H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10G": 70, "T4": 65}
 T4_MIB = 15_360  # a 16 GB T4's memory as nvidia-smi reports it
@@ -73,8 +66,7 @@ def library_versions() -> dict:
 
 def check_configs(params) -> dict:
     """Full-size Phi-2 on the meta device: parameter count, the 4-bit config, LoRA's trainable parameters."""
-    with torch.device("meta"):
-        model = PhiForCausalLM(PhiConfig(**PHI2_DIMS))
+    model = meta_model()
     total = sum(p.numel() for p in model.parameters())
     assert total == PHI2_PARAMS, f"Phi-2 has {PHI2_PARAMS:,} parameters, the config gives {total:,}"
     build_quantization_config(params.quantization, torch.bfloat16)
@@ -143,9 +135,7 @@ def token_rows(seq_len: int, count: int, vocab_size: int, seed: int) -> Dataset:
 
 
 def model_params_count(model_dir: Path) -> int:
-    with torch.device("meta"):
-        model = PhiForCausalLM(PhiConfig.from_pretrained(model_dir))
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in meta_model(PhiConfig.from_pretrained(model_dir)).parameters())
 
 
 def train_one_dtype(params, compute_dtype, steps: int, seq_lengths, memory: Memory, adapter_dir: Path | None) -> dict:

@@ -1,6 +1,6 @@
 """Weight memory of the 4-bit NF4 model against fp16: measured on the tiny model, computed for Phi-2.
 
-    python benchmarks/memory.py [WORKSPACE]    (WORKSPACE: a phisum workspace after `make demo`; default .)
+    python benchmarks/memory.py [WORKSPACE] [--out FILE]    (WORKSPACE: a phisum workspace after `make demo`; default .)
 
 Phi-2 is never downloaded nor allocated: its architecture is built on the meta device and the bytes
 are computed from the parameter shapes. The same computation is checked against the real 4-bit tiny
@@ -9,6 +9,7 @@ model, whose packed weights and quantization constants are read from bitsandbyte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -17,20 +18,14 @@ from pathlib import Path
 import click
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, PhiConfig, PhiForCausalLM
+from transformers import AutoModelForCausalLM
 
-from phisum.modeling import PHI2_DIMS, build_quantization_config
-from phisum.params import load_params
+from phisum.fullsize import meta_model
+from phisum.modeling import load_base_model
+from phisum.params import ModelParams, QuantizationParams, load_params
 
-PHI2_PARAMS = 2_779_683_840
 BLOCK = 64  # bitsandbytes' 4-bit blocksize: one absmax per 64 weights
 NESTED_BLOCK = 256  # double quant: the absmaxes are quantized to 8 bit in blocks of 256
-
-
-def phi2_meta_model() -> PhiForCausalLM:
-    """Phi-2's architecture with no storage behind its weights."""
-    with torch.device("meta"):
-        return PhiForCausalLM(PhiConfig(**PHI2_DIMS))
 
 
 def quantized_weights(model: nn.Module) -> list[int]:
@@ -91,12 +86,14 @@ def quant_state_bytes(model: nn.Module) -> int:
     return total
 
 
-def measure_tiny(model_dir: str, quant) -> dict:
-    """get_memory_footprint() of the tiny model in fp16 and in 4-bit (16-bit rest, as on a GPU)."""
-    fp16 = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float16)
-    nf4 = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=torch.float16, quantization_config=build_quantization_config(quant, torch.float16)
-    )
+def measure_tiny(model: ModelParams, quant: QuantizationParams) -> dict:
+    """get_memory_footprint() of the tiny model in fp16 and in 4-bit (16-bit rest, as on a GPU).
+
+    The 4-bit model is the pipeline's (phisum.modeling.load_base_model), on the CPU with fp16 compute:
+    the stages would refuse fp16 there, but the bytes do not depend on where the model runs.
+    """
+    fp16 = AutoModelForCausalLM.from_pretrained(model.name, revision=model.revision, dtype=torch.float16)
+    nf4 = load_base_model(dataclasses.replace(model, device="cpu"), quant, torch.float16)
     computed = weight_bytes(nf4, quant.double_quant)
     measured_nf4 = nf4.get_memory_footprint(return_buffers=False)
     return {
@@ -110,11 +107,15 @@ def measure_tiny(model_dir: str, quant) -> dict:
 
 @click.command()
 @click.argument("workspace", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def main(workspace: Path) -> None:
+@click.option("--out", "out_path", default="", type=click.Path(dir_okay=False), help="Also write the JSON here.")
+def main(workspace: Path, out_path: str) -> None:
+    out = Path(out_path).resolve() if out_path else None  # relative to where it was started
     os.chdir(workspace)
     params = load_params()
-    tiny = measure_tiny(params.model.name, params.quantization)
-    phi2 = weight_bytes(phi2_meta_model(), params.quantization.double_quant)
+    if params.model.device != "cpu":
+        raise click.ClickException(f"{workspace}: params.yaml is not the CPU profile; run `make demo` there first")
+    tiny = measure_tiny(params.model, params.quantization)
+    phi2 = weight_bytes(meta_model(), params.quantization.double_quant)
     mib = 2**20
     click.echo(f"tiny model ({params.model.name}): {tiny['computed']['params']:,} params")
     click.echo(
@@ -132,6 +133,8 @@ def main(workspace: Path) -> None:
         f" -> {phi2['quantized_nf4_bytes'] / 1e9:.3f} GB ({phi2['nf4_bits_per_quantized_weight']} bits/weight)"
     )
     click.echo(json.dumps({"tiny": tiny, "phi2": phi2}, sort_keys=True))
+    if out:
+        out.write_text(json.dumps({"tiny": tiny, "phi2": phi2}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What DVC's run cache saves: `dvc exp run -S lora.r=R` against a full `dvc repro --force`, side by side.
 
-    python benchmarks/reuse.py [WORKSPACE] [--scratch DIR] [--ranks 16,8] [--threads 1]
+    python benchmarks/reuse.py [WORKSPACE] [--scratch DIR] [--ranks 16,8] [--threads 1] [--out FILE]
 
 WORKSPACE is a phisum workspace after `make demo` (default .). The benchmark never touches it: its
 files (without .git, .venv and the DVC cache) are copied into a fresh git repo under --scratch, whose
@@ -74,7 +74,8 @@ def timed(args: list[str], scratch: Path, threads: int) -> dict:
 @click.option("--scratch", "scratch_dir", default="", help="Where to copy the workspace; default: a new temp dir.")
 @click.option("--ranks", default="16,8", show_default=True, help="One timed pair per rank.")
 @click.option("--threads", default=0, help="OMP_NUM_THREADS for the stages; 0 = leave unset.")
-def main(workspace: Path, scratch_dir: str, ranks: str, threads: int) -> None:
+@click.option("--out", "out_path", default="", type=click.Path(dir_okay=False), help="Also write the JSON here.")
+def main(workspace: Path, scratch_dir: str, ranks: str, threads: int, out_path: str) -> None:
     scratch = Path(scratch_dir or tempfile.mkdtemp(prefix="phisum-reuse-")).resolve()
     if scratch.exists() and any(scratch.iterdir()):
         raise click.ClickException(f"{scratch} is not empty")
@@ -96,7 +97,10 @@ def main(workspace: Path, scratch_dir: str, ranks: str, threads: int) -> None:
     ratio = statistics.median(p["experiment"]["seconds"] / p["full"]["seconds"] for p in pairs)
     reused_ok = all(not p["not_reused"] for p in pairs)
     click.echo(f"experiment / full run: median {ratio:.2f}; prepare and generate@base restored: {reused_ok}")
-    click.echo(json.dumps({"pairs": pairs, "median_ratio": round(ratio, 3), "reused_ok": reused_ok}))
+    results = {"pairs": pairs, "median_ratio": round(ratio, 3), "reused_ok": reused_ok}
+    click.echo(json.dumps(results))
+    if out_path:
+        Path(out_path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     if not reused_ok:
         raise SystemExit(1)
 

@@ -1,11 +1,16 @@
 """Training throughput of four batchings at 4 sequences per optimizer step, side by side.
 
     python benchmarks/training.py [WORKSPACE] [--steps 40] [--repeats 3] [--threads 1] [--profile seed,packed]
+                                  [--out FILE] [--data DIALOGSUM_DIR [--scratch DIR]]
 
-WORKSPACE: a phisum workspace after `make demo` (default .). Each run is the train stage's model and SFTTrainer
-(4-bit, fp32 LoRA, paged 8-bit AdamW, gradient checkpointing, completion-only loss); only the batching
-differs: seed 1 x 4 accumulation; batched 4 x 1, random order, padded; grouped 4 x 1 by length;
-packed: TRL best-fit packing, padding-free, into rows of ~4 mean sequence lengths.
+WORKSPACE: a phisum workspace after `make demo` (default .). With --data, the runs use a local dataset
+instead (a DialogSum copy): WORKSPACE's git repository is cloned into --scratch and switched to the CPU
+profile on that data there, as `make demo DATA=<dir>` would (a tiny model trained on its dialogues),
+then prepared with `dvc repro prepare`; WORKSPACE itself is not touched. Each run is the train stage's
+model and SFTTrainer (4-bit, fp32 LoRA, paged 8-bit AdamW, gradient checkpointing, completion-only
+loss); only the batching differs: seed 1 x 4 accumulation; batched 4 x 1, random order, padded;
+grouped 4 x 1 by length; packed: TRL best-fit packing, padding-free, into rows of ~4 mean sequence
+lengths.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -131,11 +139,35 @@ def packed_loss_gap(model, batch: dict) -> float:
     return float((packed - total / count).abs())
 
 
+def prepared_clone(workspace: Path, data_dir: Path, scratch: Path) -> Path:
+    """A git clone of workspace on the CPU profile with data_dir and prepare done: `make demo DATA=`'s first steps."""
+    if scratch.exists() and any(scratch.iterdir()):
+        raise click.ClickException(f"--scratch {scratch}: not empty; give a new directory")
+    scratch.mkdir(parents=True, exist_ok=True)
+    venv_bin = Path(sys.executable).parent  # the stages run with this interpreter, the clone's phisum first
+    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(scratch)}
+    commands = (
+        ["git", "clone", "-q", str(workspace), str(scratch)],
+        [sys.executable, "-m", "phisum.profile", "--data", str(data_dir)],
+        ["dvc", "repro", "prepare"],
+    )
+    for command in commands:
+        click.echo(f"  $ {' '.join(command)}")
+        done = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr)[-3000:]
+            raise click.ClickException(f"{' '.join(command)} failed in {scratch}:\n{output}")
+    return scratch
+
+
 def run_one(params, batching, steps, rows, eval_rows, profile: bool) -> dict:
-    trainer = build_trainer(params, batching, steps, rows, eval_rows, f"/tmp/phisum-bench-{batching}")
-    checked, loss_gap = check_completion_only(trainer, rows)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else nullcontext() as prof:
-        trainer.train()
+    with tempfile.TemporaryDirectory(prefix=f"phisum-bench-{batching}-") as out_dir:  # nothing is saved there
+        trainer = build_trainer(params, batching, steps, rows, eval_rows, out_dir)
+        checked, loss_gap = check_completion_only(trainer, rows)
+        profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        with profiler if profile else nullcontext() as prof:
+            trainer.train()
+        eval_loss = trainer.evaluate()["eval_loss"]
     if profile:
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
         click.echo(f"--- {batching}: top ops by self CPU time ---\n{table}")
@@ -147,7 +179,7 @@ def run_one(params, batching, steps, rows, eval_rows, profile: bool) -> dict:
         "pad_share": 1 - real / slots,
         "seqs_per_step": statistics.mean(c["seqs"] for c in trainer.counts.values()),
         "loss_last10": statistics.mean(losses[-10:]),
-        "eval_loss": trainer.evaluate()["eval_loss"],
+        "eval_loss": eval_loss,
         "labels_checked": checked,
         "packed_loss_gap": loss_gap,
     }
@@ -159,10 +191,19 @@ def run_one(params, batching, steps, rows, eval_rows, profile: bool) -> dict:
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--threads", default=0, help="torch threads; 0 = torch's default. 1 is steadier on a shared CPU.")
 @click.option("--profile", "profiled", default="", help="Comma-separated batchings to run once under torch.profiler.")
-def main(workspace: Path, steps: int, repeats: int, threads: int, profiled: str) -> None:
+@click.option("--data", "data_dir", default="", help="A local dataset (DialogSum copy) to benchmark on instead.")
+@click.option("--scratch", "scratch_dir", default="", help="With --data: clone into this new dir; default: a temp dir.")
+@click.option("--out", "out_path", default="", type=click.Path(dir_okay=False), help="Also write the JSON here.")
+def main(workspace: Path, steps: int, repeats: int, threads: int, profiled: str, **where: str) -> None:
     torch.set_num_threads(threads or torch.get_num_threads())
     datasets.disable_progress_bars()
+    out = Path(where["out_path"]).resolve() if where["out_path"] else None  # relative to where it was started
+    if where["data_dir"]:
+        scratch = Path(where["scratch_dir"] or tempfile.mkdtemp(prefix="phisum-bench-data-")).resolve()
+        workspace = prepared_clone(workspace.resolve(), Path(where["data_dir"]).resolve(), scratch)
     os.chdir(workspace)
+    if not Path("data/prepared/train.jsonl").is_file():
+        raise click.ClickException(f"{workspace}: no data/prepared/train.jsonl; run `make demo` there first")
     params = load_params()
     rows = read_jsonl(Path("data/prepared/train.jsonl"))
     eval_rows = read_jsonl(Path("data/prepared/validation.jsonl"))[: params.train.eval_rows]
@@ -182,7 +223,10 @@ def main(workspace: Path, steps: int, repeats: int, threads: int, profiled: str)
         summary[name] = {key: round(statistics.median(r[key] for r in results), 4) for key in results[0]}
         summary[name].update(speedup_vs_seed=statistics.median(ratios), speedups=ratios)
         click.echo(f"{name:>8}: " + ", ".join(f"{key} {value}" for key, value in summary[name].items()))
-    click.echo(json.dumps({"steps": steps, "pack_length": pack_length, "results": summary}, sort_keys=True))
+    results = {"steps": steps, "pack_length": pack_length, "data": params.data.source, "results": summary}
+    click.echo(json.dumps(results, sort_keys=True))
+    if out:
+        out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

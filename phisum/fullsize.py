@@ -1,8 +1,9 @@
-"""Full-size Phi-2 with random weights, for benchmarks on machines without the hub.
+"""Full-size Phi-2 without a download: its architecture (the one home of its dimensions) and random weights.
 
-The checkpoint is written shard by shard in 16-bit, so no fp32 copy of the 2.78B parameters (11 GB)
-is ever held: peak memory is one shard. Loading it back goes through phisum.modeling.load_base_model,
-exactly as microsoft/phi-2 would (4-bit NF4).
+The benchmarks build Phi-2 from here only: on the meta device for parameter and byte counts, and as a
+random-weight checkpoint for the CPU and GPU runs. The checkpoint is written shard by shard in 16-bit,
+so no fp32 copy of the 2.78B parameters (11 GB) is ever held: peak memory is one shard. Loading it
+back goes through phisum.modeling.load_base_model, exactly as microsoft/phi-2 would (4-bit NF4).
 """
 
 from __future__ import annotations
@@ -15,11 +16,33 @@ import torch
 from safetensors.torch import save_file
 from transformers import PhiConfig, PhiForCausalLM
 
-from phisum.modeling import PHI2_DIMS
 from phisum.synthetic import make_example
 from phisum.tiny_model import train_tokenizer
 
+# microsoft/phi-2's config.json, the keys where it differs from PhiConfig's defaults.
+PHI2_DIMS = {
+    "vocab_size": 51200,
+    "hidden_size": 2560,
+    "intermediate_size": 10240,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "max_position_embeddings": 2048,
+    "partial_rotary_factor": 0.4,
+    "resid_pdrop": 0.1,
+}
+PHI2_PARAMS = 2_779_683_840  # microsoft/phi-2's parameter count (its model card: 2.7B), to check PHI2_DIMS against
 LAYERS_PER_SHARD = 4  # ~0.6 GB of fp16 per shard
+
+
+def phi2_config(**overrides) -> PhiConfig:
+    """Phi-2's architecture, plus overrides that are not shapes (token ids, dtype)."""
+    return PhiConfig(**PHI2_DIMS, **overrides)  # a shape key in overrides is a TypeError
+
+
+def meta_model(config: PhiConfig | None = None) -> PhiForCausalLM:
+    """A Phi model (by default Phi-2) with names and shapes but no storage: 2.78B parameters cost nothing."""
+    with torch.device("meta"):
+        return PhiForCausalLM(config or phi2_config())
 
 
 def synthetic_texts(count: int, seed: int) -> list[str]:
@@ -51,9 +74,8 @@ def write_random_phi2(out_dir: Path, seed: int, dtype: torch.dtype = torch.float
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(synthetic_texts(200, seed), vocab_size=2048)
     tokenizer.save_pretrained(out_dir)
-    config = PhiConfig(**PHI2_DIMS, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    with torch.device("meta"):  # names and shapes only
-        shapes = {name: tensor.shape for name, tensor in PhiForCausalLM(config).state_dict().items()}
+    config = phi2_config(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    shapes = {name: tensor.shape for name, tensor in meta_model(config).state_dict().items()}
 
     def shard_of(name: str) -> int:
         parts = name.split(".")

@@ -14,18 +14,6 @@ from phisum.params import LoraParams, ModelParams, ParamsError, QuantizationPara
 
 ATTENTION = "sdpa"  # see load_base_model
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-# microsoft/phi-2's config.json: the full-size architecture, for building it without a download
-# (meta device for parameter counts, random weights for GPU benchmarks).
-PHI2_DIMS = {
-    "vocab_size": 51200,
-    "hidden_size": 2560,
-    "intermediate_size": 10240,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "max_position_embeddings": 2048,
-    "partial_rotary_factor": 0.4,
-    "resid_pdrop": 0.1,
-}
 
 
 def check_device(device: str) -> None:

@@ -16,6 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from phisum.fullsize import meta_model
 from phisum.params import ModelParams, load_params
 from phisum.prompt import build_prompt
 from phisum.synthetic import make_example
@@ -54,7 +55,7 @@ def test_every_script_compiles_and_imports():
 def test_phi2_parameter_count_on_the_meta_device():
     memory = load_script("memory")
 
-    model = memory.phi2_meta_model()
+    model = meta_model()
     assert next(model.parameters()).device.type == "meta"
     counts = memory.weight_bytes(model)
     assert counts["params"] == 2_779_683_840
@@ -65,10 +66,10 @@ def test_phi2_parameter_count_on_the_meta_device():
 def test_nf4_is_under_a_third_of_fp16_for_quantized_layers():
     memory = load_script("memory")
 
-    counts = memory.weight_bytes(memory.phi2_meta_model(), double_quant=True)
+    counts = memory.weight_bytes(meta_model(), double_quant=True)
     assert counts["quantized_nf4_bytes"] < counts["quantized_fp16_bytes"] / 3
     assert 4.12 < counts["nf4_bits_per_quantized_weight"] < 4.13  # 4 + 8/64 + 32/(64*256) + per-matrix tables
-    without_double_quant = memory.weight_bytes(memory.phi2_meta_model(), double_quant=False)
+    without_double_quant = memory.weight_bytes(meta_model(), double_quant=False)
     assert without_double_quant["quantized_nf4_bytes"] > counts["quantized_nf4_bytes"]
 
 
@@ -76,7 +77,7 @@ def test_computed_nf4_bytes_match_bitsandbytes_on_the_tiny_model(tiny_model_dir)
     memory = load_script("memory")
 
     quant = load_params(ROOT / "params.yaml").quantization
-    measured = memory.measure_tiny(str(tiny_model_dir), quant)
+    measured = memory.measure_tiny(ModelParams(name=str(tiny_model_dir), revision=None, device="cpu"), quant)
     assert measured["computed"]["nf4_bytes"] == measured["nf4_footprint_with_constants"]
     assert measured["computed"]["fp16_bytes"] == measured["fp16_footprint"]
 
@@ -209,3 +210,85 @@ def test_packed_batches_keep_completion_only_labels(tiny_model_dir, tmp_path):
     moved = [{"prompt": r["prompt"][:-1], "completion": r["prompt"][-1] + r["completion"]} for r in rows]
     with pytest.raises((AssertionError, KeyError)):
         training.check_completion_only(trainer, moved)
+
+
+def results_table_commands(text: str) -> list[str]:
+    """The command cell of every row of BENCHMARKS.md's results table ("same as above" rows left out)."""
+    section = text.split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    column = header.index("command")
+    cells = [[cell.strip() for cell in row.strip("|").split("|")][column] for row in rows[1:]]
+    return [cell for cell in cells if cell != "same as above"]
+
+
+def check_command_cell(cell: str, makefile: str) -> None:
+    """One command cell: repo-relative commands that name a benchmark script or a make target that exists."""
+    commands = cell.split("`")[1::2]
+    assert commands, f"no `command` in {cell!r}"
+    targets = {line.split(":", 1)[0] for line in makefile.splitlines() if line[:1].isalpha() and ":" in line}
+    for command in commands:
+        words = [word.split("=", 1)[-1] for word in command.split()]  # DATA=/x is a path too
+        assert not [w for w in words if w.startswith(("/", "~", "$HOME"))], f"absolute path in {command!r}"
+        scripts = [w for w in words if w.startswith("benchmarks/") and w.endswith(".py")]
+        if command.startswith("make "):
+            assert command.split()[1] in targets, f"no make target for {command!r}"
+        else:
+            assert scripts and all((ROOT / script).is_file() for script in scripts), f"no script in {command!r}"
+
+
+def test_every_benchmark_command_runs_from_the_repository_root():
+    makefile = (ROOT / "Makefile").read_text()
+    cells = results_table_commands((ROOT / "BENCHMARKS.md").read_text())
+    assert len(cells) >= 6
+    for cell in cells:
+        check_command_cell(cell, makefile)
+    assert any("make bench" in cell for cell in cells)
+
+
+def test_command_check_catches_absolute_paths_and_missing_scripts():
+    makefile = "bench: setup\n\techo\n"
+    check_command_cell("`make bench DATA=<dir>`", makefile)
+    check_command_cell("`.venv/bin/python benchmarks/memory.py --out benchmarks/results/memory.json`", makefile)
+    bad = [
+        "`cd /tmp/ws && .venv/bin/python benchmarks/memory.py`",
+        "`make bench DATA=/data/dialogsum`",
+        "`.venv/bin/python benchmarks/nothing.py`",
+        "`make benchmark`",
+        "see above",
+    ]
+    for cell in bad:
+        with pytest.raises(AssertionError):
+            check_command_cell(cell, makefile)
+
+
+@pytest.mark.parametrize(
+    ("script", "missing"),
+    [("generation", "data/prepared/test.jsonl, models/adapter"), ("training", "data/prepared/train.jsonl")],
+)
+def test_scripts_say_to_run_the_demo_first(script, missing, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the scripts chdir into their workspace
+    result = CliRunner().invoke(load_script(script).main, [str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {tmp_path}: no {missing}; run `make demo` there first\n"
+
+
+def test_dialogsum_clone_refuses_a_scratch_dir_in_use(tmp_path):
+    training = load_script("training")
+
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "scratch/kept.txt").write_text("x")
+    with pytest.raises(click.ClickException, match="not empty; give a new directory"):
+        training.prepared_clone(ROOT, tmp_path / "data", tmp_path / "scratch")
+    assert [p.name for p in (tmp_path / "scratch").iterdir()] == ["kept.txt"]
+
+
+def test_dialogsum_clone_goes_to_a_new_scratch_dir_and_fails_in_one_message(tmp_path):
+    training = load_script("training")
+
+    (tmp_path / "not-a-repo").mkdir()
+    with pytest.raises(click.ClickException) as caught:
+        training.prepared_clone(tmp_path / "not-a-repo", tmp_path / "data", tmp_path / "new/scratch")
+    source, scratch = tmp_path / "not-a-repo", tmp_path / "new/scratch"
+    assert caught.value.message.splitlines()[0] == f"git clone -q {source} {scratch} failed in {scratch}:"
+    assert (tmp_path / "new/scratch").is_dir()

@@ -3,10 +3,9 @@
 import pytest
 import torch
 from peft import get_peft_model
-from transformers import PhiConfig, PhiForCausalLM
 
+from phisum.fullsize import meta_model
 from phisum.modeling import (
-    PHI2_DIMS,
     TargetModuleError,
     build_lora_config,
     check_target_modules,
@@ -116,9 +115,7 @@ def test_4bit_tiny_model_with_lora_r8_counts_true_parameters(tiny_4bit):
 
 
 def test_full_size_phi2_with_seed_lora_has_20971520_trainable_parameters():
-    config = PhiConfig(**PHI2_DIMS)
-    with torch.device("meta"):  # the architecture without allocating 2.7B weights
-        model = PhiForCausalLM(config)
+    model = meta_model()  # Phi-2's architecture without allocating 2.7B weights
     lora = LoraParams(r=32, alpha=32, dropout=0.05, target_modules=SEED_LORA_TARGETS)
     counts = count_parameters(get_peft_model(model, build_lora_config(lora)))
     # r=32 on q, k, v, dense of 32 layers of width 2560: 4 * 32 * (32*2560 + 2560*32) = 20,971,520.
