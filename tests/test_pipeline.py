@@ -125,9 +125,12 @@ def test_a_hub_token_in_the_environment_is_never_written(demo_repo):
             assert FAKE_TOKEN.encode() not in path.read_bytes(), path
 
 
-def test_forced_rerun_gives_byte_identical_metrics(demo_repo, tmp_path):
+def test_forced_rerun_of_generation_and_scoring_gives_byte_identical_metrics(demo_repo, tmp_path):
+    """Training's own determinism is tests/test_train.py's (a killed run resumes to the uninterrupted loss)."""
     repo = copy_demo(demo_repo[0], tmp_path / "repo")  # other tests read the demo workspace meanwhile
     metrics = sorted((repo / "metrics").glob("*.json"))
     before = {path.name: path.read_bytes() for path in metrics}
-    run([DVC, "repro", "--force"], repo)
+    after_training = ["generate@base", "generate@peft", "evaluate", "qualitative"]
+    output = run([DVC, "repro", "--force", "--single-item", *after_training], repo)
+    assert "Running stage 'train'" not in output and "Running stage 'evaluate'" in output
     assert {path.name: path.read_bytes() for path in metrics} == before
