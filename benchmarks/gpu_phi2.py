@@ -34,7 +34,6 @@ import trl.kernels.chunked_logprob
 from datasets import Dataset
 from peft import PeftModel, get_peft_model
 from transformers import PhiConfig, TrainerCallback
-from trl import SFTTrainer
 
 from phisum.fullsize import PHI2_PARAMS, meta_model, synthetic_texts, write_random_phi2
 from phisum.generation import NonFiniteScoresError, generate_summaries, masked_attention_kernels
@@ -43,7 +42,7 @@ from phisum.params import ModelParams, load_params
 from phisum.prompt import build_prompt
 from phisum.synthetic import make_example
 from phisum.tiny_model import build_tiny_model
-from phisum.training import build_sft_config, keep_lora_weights_fp32, load_trainable_model
+from phisum.training import build_sft_config, build_trainer, load_trainable_model
 
 # Dense 16-bit tensor-core peaks (TFLOPS) from vendor datasheets; first matching name wins.
 PEAK_TFLOPS = {"H100 PCIe": 756, "H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10G": 70, "T4": 65}
@@ -142,7 +141,6 @@ def train_one_dtype(params, compute_dtype, steps: int, seq_lengths, memory: Memo
     """Per sequence length: peak memory, tokens/s and loss, with SFTTrainer on one freshly loaded 4-bit model."""
     tokenizer = load_tokenizer(params.model)
     model = load_trainable_model(params, compute_dtype)
-    peft_config = build_lora_config(params.lora)  # the first trainer wraps the model, later ones reuse it
     results = {}
     for seq_len in seq_lengths:
         with tempfile.TemporaryDirectory() as out_dir:
@@ -156,11 +154,9 @@ def train_one_dtype(params, compute_dtype, steps: int, seq_lengths, memory: Memo
                 disable_tqdm=True,
             )
             dataset = token_rows(seq_len, steps, model.config.vocab_size, seed=seq_len)
-            trainer = SFTTrainer(
-                model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
-            )
-            keep_lora_weights_fp32(trainer.model)
-            model, peft_config = trainer.model, None
+            # The first trainer wraps the model in the adapter; later ones train that same adapter further.
+            trainer = build_trainer(params, model, tokenizer, config, dataset, add_adapter=seq_len == seq_lengths[0])
+            model = trainer.model
             clock = StepClock(memory)
             trainer.add_callback(clock)
             memory.reset()

@@ -28,14 +28,13 @@ from pathlib import Path
 import click
 import datasets
 import torch
-from datasets import Dataset
 from transformers import PrinterCallback, set_seed
 from trl import SFTTrainer
 
 from phisum.files import read_jsonl
-from phisum.modeling import build_lora_config, load_tokenizer, resolve_compute_dtype
+from phisum.modeling import load_tokenizer, resolve_compute_dtype
 from phisum.params import Params, load_params
-from phisum.training import build_sft_config, keep_lora_weights_fp32, load_trainable_model
+from phisum.training import build_sft_config, build_trainer, load_trainable_model, to_dataset
 
 BATCHINGS = {
     "seed": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 4},
@@ -70,7 +69,7 @@ class CountingSFTTrainer(SFTTrainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
 
-def build_trainer(params: Params, batching: str, steps: int, rows: list[dict], eval_rows: list[dict], out_dir: str):
+def batching_trainer(params: Params, batching: str, steps: int, rows: list[dict], eval_rows: list[dict], out_dir: str):
     """The train stage's model and SFTTrainer, with the given batching."""
     set_seed(params.seed)
     compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
@@ -86,15 +85,10 @@ def build_trainer(params: Params, batching: str, steps: int, rows: list[dict], e
         disable_tqdm=True,
         **BATCHINGS[batching],
     )
-    trainer = CountingSFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]),
-        eval_dataset=Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in eval_rows]),
-        processing_class=load_tokenizer(params.model),
-        peft_config=build_lora_config(params.lora),
+    tokenizer = load_tokenizer(params.model)
+    trainer = build_trainer(
+        params, model, tokenizer, config, to_dataset(rows), to_dataset(eval_rows), trainer_class=CountingSFTTrainer
     )
-    keep_lora_weights_fp32(trainer.model)
     trainer.remove_callback(PrinterCallback)
     trainer.counts, trainer.step_starts = {}, []
     return trainer
@@ -162,7 +156,7 @@ def prepared_clone(workspace: Path, data_dir: Path, scratch: Path) -> Path:
 
 def run_one(params, batching, steps, rows, eval_rows, profile: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"phisum-bench-{batching}-") as out_dir:  # nothing is saved there
-        trainer = build_trainer(params, batching, steps, rows, eval_rows, out_dir)
+        trainer = batching_trainer(params, batching, steps, rows, eval_rows, out_dir)
         checked, loss_gap = check_completion_only(trainer, rows)
         profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
         with profiler if profile else nullcontext() as prof:

@@ -1,4 +1,4 @@
-"""What the train stage and the training benchmark share: the 4-bit model made trainable and the SFT config.
+"""What the train stage and the benchmarks share: the 4-bit model made trainable, the SFT config and the trainer.
 
 Both carry workarounds that must not drift apart: bitsandbytes' CPU repacking and TRL's bf16 LoRA cast.
 """
@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import torch
 import trl.kernels.chunked_logprob
+from datasets import Dataset
 from peft import prepare_model_for_kbit_training
-from trl import SFTConfig
+from trl import SFTConfig, SFTTrainer
 
-from phisum.modeling import check_target_modules, load_base_model
+from phisum.modeling import build_lora_config, check_target_modules, load_base_model
 from phisum.params import Params, ParamsError
 
 # Explicit: the reentrant default changed across torch versions.
@@ -102,3 +103,34 @@ def keep_lora_weights_fp32(model) -> None:
     for param in model.parameters():
         if param.requires_grad:
             param.data = param.data.float()
+
+
+def to_dataset(rows: list[dict]) -> Dataset:
+    """Prepared rows as TRL's prompt-completion dataset (the completion-only loss reads the split)."""
+    return Dataset.from_list([{"prompt": row["prompt"], "completion": row["completion"]} for row in rows])
+
+
+def build_trainer(
+    params: Params,
+    model,
+    tokenizer,
+    config: SFTConfig,
+    train_dataset: Dataset,
+    eval_dataset: Dataset | None = None,
+    trainer_class: type[SFTTrainer] = SFTTrainer,
+    add_adapter: bool = True,
+    callbacks: list | None = None,
+) -> SFTTrainer:
+    """The SFTTrainer on the k-bit-prepared model, with params.lora's adapter (add_adapter=False: the model already
+    has it), its trainable weights kept fp32."""
+    trainer = trainer_class(
+        model=model,
+        args=config,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=build_lora_config(params.lora) if add_adapter else None,
+        callbacks=callbacks,
+    )
+    keep_lora_weights_fp32(trainer.model)
+    return trainer

@@ -110,27 +110,21 @@ def interrupted_message(run_dir: Path, save_steps: int) -> str:
     )
 
 
-def to_dataset(rows: list[dict]):
-    from datasets import Dataset
-
-    return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-
-
 def train(
     params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, out_dir: Path, curves_dir: Path
 ) -> dict:
     """Train (or resume from run_dir's checkpoints) the adapter, save it to out_dir, and return training metrics."""
     from transformers import ProgressCallback, set_seed
 
-    from phisum.modeling import (
-        build_lora_config,
-        count_parameters,
-        describe_runtime,
-        load_tokenizer,
-        resolve_compute_dtype,
-    )
+    from phisum.modeling import count_parameters, describe_runtime, load_tokenizer, resolve_compute_dtype
     from phisum.tracking import DVCLiveCurves, SparseProgress
-    from phisum.training import build_sft_config, keep_lora_weights_fp32, load_trainable_model, select_loss_kernels
+    from phisum.training import (
+        build_sft_config,
+        build_trainer,
+        load_trainable_model,
+        select_loss_kernels,
+        to_dataset,
+    )
 
     set_seed(params.seed)
     compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
@@ -148,16 +142,16 @@ def train(
         save_steps=params.train.save_steps,
         save_total_limit=params.train.save_total_limit,
     )
-    trainer = checked_trainer_class()(
-        model=model,
-        args=config,
-        train_dataset=to_dataset(train_rows),
-        eval_dataset=to_dataset(eval_rows),
-        processing_class=tokenizer,
-        peft_config=build_lora_config(params.lora),
+    trainer = build_trainer(
+        params,
+        model,
+        tokenizer,
+        config,
+        to_dataset(train_rows),
+        to_dataset(eval_rows),
+        trainer_class=checked_trainer_class(),
         callbacks=[DVCLiveCurves(curves_dir)],
     )
-    keep_lora_weights_fp32(trainer.model)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(SparseProgress(params.train.logging_steps))
     last = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None

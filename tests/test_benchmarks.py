@@ -202,7 +202,7 @@ def test_packed_batches_keep_completion_only_labels(tiny_model_dir, tmp_path):
     for _ in range(12):
         dialogue, summaries, _ = make_example(rng)
         rows.append({"prompt": build_prompt(params.prompt.template, dialogue), "completion": summaries[0]})
-    trainer = training.build_trainer(params, "packed", 2, rows, rows[:2], str(tmp_path))
+    trainer = training.batching_trainer(params, "packed", 2, rows, rows[:2], str(tmp_path))
     checked, loss_gap = training.check_completion_only(trainer, rows)
     assert checked >= 2  # several sequences in the one packed row, each matched to its row
     assert loss_gap < 1e-4

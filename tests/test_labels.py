@@ -2,7 +2,7 @@
 
 import re
 
-from tests.test_training import build_trainer, cpu_profile_params
+from tests.test_training import build_stage_trainer, cpu_profile_params
 
 PROMPTS = [
     "Instruct: Summarize the below conversation.\n\n#Person1#: Hi.\nOutput:\n",
@@ -13,7 +13,7 @@ COMPLETIONS = ["They greet.", "Two friends say hello."]
 
 def test_labels_mask_prompt_and_padding_and_keep_the_summary_and_eos(tiny_model_dir, tmp_path):
     rows = [{"prompt": p, "completion": c} for p, c in zip(PROMPTS, COMPLETIONS, strict=True)]
-    trainer = build_trainer(cpu_profile_params(tiny_model_dir), rows, tmp_path)
+    trainer = build_stage_trainer(cpu_profile_params(tiny_model_dir), rows, tmp_path)
     tokenizer = trainer.processing_class
     assert tokenizer.pad_token_id == tokenizer.eos_token_id  # Phi-2's situation: padding reuses EOS
     batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])

@@ -4,13 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from datasets import Dataset
-from trl import SFTTrainer
 
-from phisum.modeling import TargetModuleError, build_lora_config, load_tokenizer, resolve_compute_dtype
+from phisum.modeling import TargetModuleError, load_tokenizer, resolve_compute_dtype
 from phisum.params import Params, parse_params, read_yaml
 from phisum.profile import PROFILE_PATH, apply_overrides
-from phisum.training import build_sft_config, keep_lora_weights_fp32, load_trainable_model
+from phisum.training import build_sft_config, build_trainer, load_trainable_model, to_dataset
 from tests.conftest import ROOT
 from tests.test_params import committed_params_text
 
@@ -27,19 +25,12 @@ def cpu_profile_params(model_dir: Path, overrides: dict | None = None) -> Params
     return parse_params(read_yaml(cpu_profile_text(model_dir, overrides)))
 
 
-def build_trainer(params: Params, rows: list[dict], output_dir: Path) -> SFTTrainer:
-    """The trainer of stages/train.py's train(), up to where training starts (callbacks left out)."""
+def build_stage_trainer(params: Params, rows: list[dict], output_dir: Path):
+    """The trainer as stages/train.py's train() builds it, up to where training starts (callbacks left out)."""
     compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    trainer = SFTTrainer(
-        model=load_trainable_model(params, compute_dtype),
-        args=build_sft_config(params, compute_dtype, str(output_dir)),
-        train_dataset=dataset,
-        processing_class=load_tokenizer(params.model),
-        peft_config=build_lora_config(params.lora),
-    )
-    keep_lora_weights_fp32(trainer.model)
-    return trainer
+    model = load_trainable_model(params, compute_dtype)
+    config = build_sft_config(params, compute_dtype, str(output_dir))
+    return build_trainer(params, model, load_tokenizer(params.model), config, to_dataset(rows))
 
 
 ROWS = [{"prompt": "Instruct: Summarize the below conversation.\n\n#Person1#: Hi.\nOutput:\n", "completion": "Hi."}]
@@ -47,7 +38,7 @@ ROWS = [{"prompt": "Instruct: Summarize the below conversation.\n\n#Person1#: Hi
 
 def test_every_trainable_parameter_is_fp32_after_the_trainer_is_built(tiny_model_dir, tmp_path):
     # TRL casts a quantized model's LoRA weights to bf16 in SFTTrainer.__init__; the stage casts them back.
-    trainer = build_trainer(cpu_profile_params(tiny_model_dir, {"lora": {"r": 8}}), ROWS, tmp_path)
+    trainer = build_stage_trainer(cpu_profile_params(tiny_model_dir, {"lora": {"r": 8}}), ROWS, tmp_path)
     trainable = {name: param.dtype for name, param in trainer.model.named_parameters() if param.requires_grad}
     assert len(trainable) == 16  # lora_A and lora_B of q, k, v, dense in 2 layers
     assert set(trainable.values()) == {torch.float32}
