@@ -110,13 +110,11 @@ def interrupted_message(run_dir: Path, save_steps: int) -> str:
     )
 
 
-def train(
-    params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, out_dir: Path, curves_dir: Path
-) -> dict:
-    """Train (or resume from run_dir's checkpoints) the adapter, save it to out_dir, and return training metrics."""
+def build_stage_trainer(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, curves_dir: Path):
+    """The stage's trainer, ready to train (or resume) into run_dir; returns it and the compute dtype."""
     from transformers import ProgressCallback, set_seed
 
-    from phisum.modeling import count_parameters, describe_runtime, load_tokenizer, resolve_compute_dtype
+    from phisum.modeling import describe_runtime, load_tokenizer, resolve_compute_dtype
     from phisum.tracking import DVCLiveCurves, SparseProgress
     from phisum.training import (
         build_sft_config,
@@ -154,6 +152,17 @@ def train(
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(SparseProgress(params.train.logging_steps))
+    return trainer, compute_dtype
+
+
+def train(
+    params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, out_dir: Path, curves_dir: Path
+) -> dict:
+    """Train (or resume from run_dir's checkpoints) the adapter, save it to out_dir, and return training metrics."""
+    from phisum.modeling import count_parameters
+
+    trainer, compute_dtype = build_stage_trainer(params, train_rows, eval_rows, run_dir, curves_dir)
+    tokenizer = trainer.processing_class
     last = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None
     resume_from = str(last) if last else None
     if resume_from:

@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from phisum.modeling import TargetModuleError, load_tokenizer, resolve_compute_dtype
+from phisum.modeling import TargetModuleError
 from phisum.params import Params, parse_params, read_yaml
 from phisum.profile import PROFILE_PATH, apply_overrides
-from phisum.training import build_sft_config, build_trainer, load_trainable_model, to_dataset
+from phisum.training import load_trainable_model
+from stages import train as train_stage
 from tests.conftest import ROOT
 from tests.test_params import committed_params_text
 
@@ -25,12 +26,9 @@ def cpu_profile_params(model_dir: Path, overrides: dict | None = None) -> Params
     return parse_params(read_yaml(cpu_profile_text(model_dir, overrides)))
 
 
-def build_stage_trainer(params: Params, rows: list[dict], output_dir: Path):
-    """The trainer as stages/train.py's train() builds it, up to where training starts (callbacks left out)."""
-    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
-    model = load_trainable_model(params, compute_dtype)
-    config = build_sft_config(params, compute_dtype, str(output_dir))
-    return build_trainer(params, model, load_tokenizer(params.model), config, to_dataset(rows))
+def build_stage_trainer(params: Params, rows: list[dict], work_dir: Path):
+    """The train stage's own trainer (stages/train.py), built on rows, before it trains."""
+    return train_stage.build_stage_trainer(params, rows, rows, work_dir / "run", work_dir / "curves")[0]
 
 
 ROWS = [{"prompt": "Instruct: Summarize the below conversation.\n\n#Person1#: Hi.\nOutput:\n", "completion": "Hi."}]
