@@ -168,8 +168,8 @@ def bleu_statistics(predictions: list[str], references: list[list[str]]) -> tupl
     most = max(len(refs) for refs in references)
     # sacreBLEU takes reference streams; None pads examples with fewer references.
     streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
-    bleu.corpus_score(predictions, streams)  # fixes the signature (reference count) for get_signature
-    stats = bleu._extract_corpus_statistics(predictions, streams)  # what sacreBLEU's own significance tests use
+    # What sacreBLEU's own significance tests use; caching the references also fixes the signature's count.
+    stats = bleu._extract_corpus_statistics(predictions, streams)
     return [dict(zip(BLEU_STATS, row, strict=True)) for row in stats], str(bleu.get_signature())
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from ruamel.yaml import YAML
 
-from phisum.data import SPLITS, DataError, check_splits, load_splits, read_local_split
+from phisum.data import SPLITS, DataError, check_splits, load_splits
 from phisum.files import write_text
 from phisum.params import PARAMS_PATH, ParamsError, parse_params, read_yaml
 from phisum.synthetic import write_dataset
@@ -73,9 +73,8 @@ def inside_repo(path: Path) -> Path | None:
         return None
 
 
-def first_dialogue_ids(data_dir: Path, count: int) -> list[str]:
-    """Row ids of the first `count` distinct test dialogues."""
-    rows, _ = read_local_split(data_dir, "test")
+def first_dialogue_ids(rows: list[dict], count: int) -> list[str]:
+    """Row ids of the first `count` distinct dialogues of rows."""
     ids: dict[str, str] = {}
     for row in rows:
         ids.setdefault(row.get("dialogue", ""), row["id"])
@@ -128,7 +127,7 @@ def switch_to_cpu_profile(data_dir: str, pretrain_steps: int = PRETRAIN["steps"]
     overrides["model"]["name"] = str(TINY_MODEL_DIR)
     overrides["data"]["source"] = str(source)
     if data_dir:  # show that data's own dialogues in the report
-        overrides["qualitative"] = {"ids": first_dialogue_ids(Path(source), count=3)}
+        overrides["qualitative"] = {"ids": first_dialogue_ids(splits["test"][0], count=3)}
     changes = rewrite_params(overrides)
     click.echo("params.yaml switched to the CPU profile (undo: git checkout params.yaml):")
     for line in changes:

@@ -23,12 +23,12 @@ from rouge_score import rouge_scorer
 from phisum.files import write_text
 from phisum.metrics import CORPUS_METRICS
 from phisum.significance import COMPARISONS, paired_bootstrap
+from phisum.stress import PAIRED_SCORES
 
 SCORED_TEST = "data/scored/{model}/test.jsonl"
 SCORED_STRESS = "data/scored/{model}/stress.jsonl"
 # Per-case stress scores (phisum/stress.py score_summary); red herrings are failures, so lower is better.
-STRESS_SCORES = ("final_time_correct", "red_herring", "action_item_recall")
-LOWER_IS_BETTER = {"red_herring", "red_herring_rate"}
+LOWER_IS_BETTER = {"red_herring"}
 NO_DIRECTION = {
     "length_ratio",
     "word_length_ratio",
@@ -251,7 +251,7 @@ def build_review(base: str, top: int, resamples: int, seed: int) -> str:
     per_dialogue = {rev: {i: row["scores"] for i, row in rows.items()} for rev, rows in scored.items()}
     deltas, count = paired_deltas(per_dialogue[base], per_dialogue[None], names, resamples, seed)
     stress = {rev: read_rows(SCORED_STRESS.format(model="peft"), rev) for rev in labels}
-    stress_deltas, stress_count = paired_deltas(stress[base], stress[None], list(STRESS_SCORES), resamples, seed)
+    stress_deltas, stress_count = paired_deltas(stress[base], stress[None], list(PAIRED_SCORES), resamples, seed)
     lines += [
         f"## PEFT: this revision minus `{base}`",
         "",

@@ -262,6 +262,10 @@ def score_summary(summary: str, case: dict) -> dict:
     }
 
 
+# The per-summary scores of score_summary that the evaluate stage and the review compare between models.
+PAIRED_SCORES = ("final_time_correct", "red_herring", "action_item_recall")
+
+
 def aggregate_scores(scores: list[dict]) -> dict:
     """Means over cases of the per-summary scores, rounded to 4 decimals for readable metric diffs."""
     if not scores:

@@ -26,11 +26,10 @@ from phisum.params import Params, ParamsError, load_params
 from phisum.plots import plot_texts
 from phisum.resources import ResourceError
 from phisum.significance import COMPARISONS, compare_systems, paired_bootstrap
-from phisum.stress import aggregate_scores, score_summary
+from phisum.stress import PAIRED_SCORES, aggregate_scores, score_summary
 
 PARAMS = ("seed", "evaluate")
 VARIANTS = ("base", "peft")
-STRESS_KEYS = ("final_time_correct", "red_herring", "action_item_recall")
 
 
 def score_test(params: Params, groups: list[dict]) -> Scored:
@@ -86,7 +85,7 @@ def compare(params: Params, per_dialogue: dict[str, Scored], scored: dict[str, d
         available = [name for name, key in names.items() if base.computed(key)]
         deltas = compare_systems(base, peft, [names[n] for n in available], resamples=resamples, seed=seed)
         result[protocol] = {name: deltas[names[name]] for name in available}
-    for key in STRESS_KEYS:
+    for key in PAIRED_SCORES:
         values = [[float(row[key]) for row in scored[v]["stress"]] for v in VARIANTS]
         result["stress"][key] = paired_bootstrap(*values, resamples=resamples, seed=seed)
     return result
@@ -117,7 +116,7 @@ def summary_table(metrics: dict[str, dict], comparison: dict) -> str:
         row += [cell(block, "empty_predictions"), cell(block, "cut_off_predictions"), str(stress)]
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     lines.append(f"\nhuman: {metrics['human'].get('note', '')}")
-    for key in STRESS_KEYS:
+    for key in PAIRED_SCORES:
         delta = comparison["stress"][key]
         lines.append(
             f"stress {key}: PEFT - base {delta['delta']} (95% CI [{delta['ci_low']}, {delta['ci_high']}], "
