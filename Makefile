@@ -82,7 +82,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-gpu-kit:
+gpu-kit: setup
 	$(BIN)/python benchmarks/gpu_kit.py --kit-dir .gpukit
 
 # One thread: on a small shared CPU, torch's threads wait on each other (BENCHMARKS.md, "Threads").

@@ -96,14 +96,16 @@ def make_rows(template: str, count: int, seed: int) -> list[dict]:
 @click.option("--out", "out_path", default="", help="Also write the results as JSON here.")
 def main(workdir: Path | None, steps: int, new_tokens: int, threads: int, out_path: str) -> None:
     torch.set_num_threads(threads)
+    out = Path(out_path).resolve() if out_path else None  # before the chdir below
     with tempfile.TemporaryDirectory() as tmp:
         work = (workdir or Path(tmp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
         os.chdir(work)  # the stages write metrics/curves and models/ relative to the working directory
         results = run(work, steps, new_tokens)
     click.echo(json.dumps(results))
-    if out_path:
-        Path(out_path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
 def run(work: Path, steps: int, new_tokens: int) -> dict:
