@@ -383,7 +383,11 @@ def bleu_result(pairs: Pairs) -> MetricResult:
 
 def meteor_result(pairs: Pairs) -> MetricResult:
     """nltk METEOR per row, and of each dialogue's best reference."""
-    rows = [{"meteor": single_meteor_score(tokenize(ref), tokenize(prediction))} for prediction, ref in pairs.rows()]
+    wordnet = ensure_wordnet()
+    rows = [
+        {"meteor": single_meteor_score(tokenize(ref), tokenize(prediction), wordnet=wordnet)}
+        for prediction, ref in pairs.rows()
+    ]
     best = pairs.best(rows, ["meteor"])
     return MetricResult(
         blocks={"per_row": {"meteor": _mean(rows, "meteor")}, "best_reference": {"meteor": _mean(best, "meteor")}},
