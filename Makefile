@@ -74,10 +74,10 @@ remote: setup
 review: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m phisum.review --base "$(BASE)" --out reports/review.md
 
-# One pytest-xdist worker per core, a test module per worker at a time (module fixtures are built once);
-# tests/conftest.py builds the demo workspace in the background meanwhile.
+# One pytest-xdist worker per core, a test module per worker at a time (module fixtures are built once),
+# in collection order: tests/conftest.py builds the demo workspace in the background and puts its tests last.
 test: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n auto --dist loadscope
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n auto --dist loadscope --no-loadscope-reorder
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -99,7 +99,21 @@ DEMO = "demo_repo"
 
 
 def pytest_collection_modifyitems(config, items: list) -> None:
-    """Tests on the demo workspace run last: the demo builds in the background while the others run."""
+    """Tests on the demo workspace run last: the demo builds in the background while the others run.
+
+    `make test` keeps this order under pytest-xdist's loadscope (`--no-loadscope-reorder`; by default it
+    schedules the modules with the most tests first), and a module is scheduled as a whole, so demo tests
+    live in modules of their own: a worker that waits for the demo holds no other test.
+    """
+    needs_demo: dict[str, set[bool]] = {}
+    for item in items:
+        needs_demo.setdefault(item.nodeid.split("::")[0], set()).add(DEMO in item.fixturenames)
+    mixed = [module for module, kinds in needs_demo.items() if len(kinds) == 2]
+    if mixed:
+        raise pytest.UsageError(
+            f"{', '.join(mixed)}: tests on the demo workspace share a module with other tests; "
+            "move them to a module of their own (tests/conftest.py, pytest_collection_modifyitems, says why)"
+        )
     items.sort(key=lambda item: DEMO in item.fixturenames)  # stable: file order kept within both halves
 
 
@@ -134,6 +148,9 @@ def demo_build(request, tmp_path_factory) -> Path | None:
             # The exit status goes to a file: a worker that did not start it cannot wait() on it.
             wrapped = ["sh", "-c", '"$@"; echo $? > ../demo.status', "sh", *command]
             subprocess.Popen(wrapped, cwd=repo, env=command_env(fake_token), stdout=log, stderr=subprocess.STDOUT)
+    # The demo is the session's critical path: every test after it waits for it. The tests around it (and
+    # their subprocesses) run at a lower priority, so on 2 cores it keeps one to itself.
+    os.nice(10)
     return repo
 
 
