@@ -91,6 +91,9 @@ def build_tiny_model(
         **TINY_DIMS,
         max_position_embeddings=2048,
         partial_rotary_factor=0.4,  # as in Phi-2
+        # Phi-2's activation (gelu_new: GELU, tanh approximation) computed by torch's fused kernel instead of five
+        # elementwise ops: the pretraining step takes 0.108 s instead of 0.128 s on one core.
+        hidden_act="gelu_pytorch_tanh",
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )

@@ -38,7 +38,7 @@ def test_loss_chart_has_train_and_validation_series(shown):
     steps = {
         name: [int(p["step"]) for p in points if p["filename"] == name] for name in {p["filename"] for p in points}
     }
-    assert steps == {"train/loss.tsv": list(range(1, 401)), "eval/loss.tsv": list(range(50, 401, 50))}
+    assert steps == {"train/loss.tsv": list(range(1, 301)), "eval/loss.tsv": list(range(50, 301, 50))}
 
 
 def test_base_and_peft_scores_are_two_series_with_the_metrics_file_values(shown, demo_repo):

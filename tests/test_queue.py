@@ -1,33 +1,37 @@
 """Queued experiments (`dvc exp run --queue` + `dvc queue start -j 2`) run in a copy of the git repository:
-everything a stage reads must be a hub id or tracked by git/DVC. The demo's tiny model and data are."""
+everything a stage reads must be a hub id or tracked by git/DVC. The CPU profile's tiny model and data are."""
 
 import json
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import VENV_BIN, copy_demo, run
+from tests.conftest import VENV_BIN, copy_project, run
 
 pytestmark = pytest.mark.slow
 DVC = str(VENV_BIN / "dvc")
-# The queue mechanics are under test here, not the model: few steps, and ROUGE only (no BERTScore model).
+# The queue mechanics are under test here, not the model: a random-weight tiny model (no pretraining), few
+# steps, short summaries, and ROUGE only (no BERTScore model).
 EXPERIMENTS = {"queued-r8": 8, "queued-r4": 4}
 QUICK = ["-S", "train.max_steps=20", "-S", "train.save_steps=20", "-S", "train.eval_steps=20"]
-QUICK += ["-S", "evaluate.metrics=[rouge,length]"]
+QUICK += ["-S", "generate.max_new_tokens=8", "-S", "evaluate.metrics=[rouge,length]"]
 
 
-def test_profile_tracks_the_tiny_model_and_data_with_dvc(demo_repo):
-    repo, _ = demo_repo
-    staged = run(["git", "diff", "--cached", "--name-only"], repo).split()
-    assert {"models/tiny-phi.dvc", "data/synthetic.dvc"} <= set(staged)
-    assert "Data and pipelines are up to date." in run([DVC, "status"], repo)
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory) -> Path:
+    """A fresh clone-like copy switched to the CPU profile as `make demo` does it, without the pretraining."""
+    repo = copy_project(tmp_path_factory.mktemp("queue") / "repo")
+    run([sys.executable, "-m", "phisum.profile", "--pretrain-steps", "0"], repo)
+    return repo
 
 
-def test_a_local_data_directory_inside_the_repository_is_tracked_too(demo_repo, tmp_path):
-    repo = copy_demo(demo_repo[0], tmp_path / "repo")
+def test_a_local_data_directory_inside_the_repository_is_tracked_too(profiled, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(profiled, repo, symlinks=True)
     shutil.copytree(repo / "data/synthetic", repo / "my_dialogues")
     output = run([sys.executable, "-m", "phisum.profile", "--data", "my_dialogues", "--pretrain-steps", "0"], repo)
     assert "dvc add models/tiny-phi my_dialogues" in output
@@ -36,8 +40,9 @@ def test_a_local_data_directory_inside_the_repository_is_tracked_too(demo_repo, 
     assert params["data"]["source"] == "my_dialogues"  # relative: the same path in a queued copy
 
 
-def test_two_queued_experiments_both_finish_with_metrics(demo_repo, tmp_path):
-    repo = copy_demo(demo_repo[0], tmp_path / "repo")
+def test_two_queued_experiments_both_finish_with_metrics(profiled, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(profiled, repo, symlinks=True)
     for name, rank in EXPERIMENTS.items():
         run([DVC, "exp", "run", "--queue", "-n", name, "-S", f"lora.r={rank}", *QUICK], repo)
     run([DVC, "queue", "start", "-j", "2"], repo)

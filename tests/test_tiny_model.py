@@ -41,3 +41,12 @@ def test_pretraining_on_dialogues_lowers_held_out_loss(tmp_path):
     random_loss = held_out_loss(tmp_path / "random", dialogues[50:])
     pretrained_loss = held_out_loss(tmp_path / "pretrained", dialogues[50:])
     assert random_loss > 6.0 and pretrained_loss < random_loss - 1.0, (random_loss, pretrained_loss)
+
+
+def test_the_tiny_models_activation_is_phi2s_tanh_gelu(tiny_model_dir):
+    # Phi-2's config names gelu_new: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), written out by hand here.
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    x = torch.linspace(-6, 6, 2001, dtype=torch.float64)
+    expected = 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x**3)))
+    got = model.model.layers[0].mlp.activation_fn(x.float()).double()
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
