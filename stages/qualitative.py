@@ -21,12 +21,15 @@ PARAMS = ("seed", "qualitative")
 
 
 def cell(text: str) -> str:
-    """Text safe inside a markdown table cell."""
-    return (text or "(empty)").replace("|", "\\|").replace("\n", " ")
+    """Text safe inside a markdown table cell; "(empty)" for nothing but whitespace, as the metrics count it."""
+    return text.replace("|", "\\|").replace("\n", " ") if text.strip() else "(empty)"
 
 
 def quote(text: str) -> str:
-    return "\n".join(f"> {line}" if line else ">" for line in text.splitlines()) or "> (empty)"
+    """A markdown block quote of text; "(empty)" for nothing but whitespace."""
+    if not text.strip():
+        return "> (empty)"
+    return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
 
 
 def pick_dialogues(base: list[dict], peft: list[dict], qualitative: QualitativeParams, seed: int) -> list[tuple]:

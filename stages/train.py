@@ -10,6 +10,7 @@ killed run resumes from them on the next `dvc repro`; they are deleted once the 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -286,6 +287,8 @@ def main(
         # What this run wrote is gone with the temp dir; checkpoints stay for resuming.
         raise WriteError(Path(error.filename or run_dir), error) from None
     shutil.rmtree(run_dir, ignore_errors=True)  # the adapter is the result; checkpoints were only for resuming
+    with contextlib.suppress(OSError):  # and their directory, unless something else is in it
+        checkpoint_dir.rmdir()
     click.echo(f"  loss {metrics['first_loss']} -> {metrics['last_loss']}")
 
 

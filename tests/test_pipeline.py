@@ -115,6 +115,7 @@ def test_workspace_ends_on_the_r32_run_and_a_second_repro_does_nothing(demo_repo
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["lora"]["r"] == 32 and params["model"]["name"] == "models/tiny-phi"
     assert "Data and pipelines are up to date." in run([DVC, "repro"], repo)
+    assert not (repo / "models/checkpoints").exists()  # only for resuming: gone, directory too, after success
 
 
 def test_a_hub_token_in_the_environment_is_never_written(demo_repo):

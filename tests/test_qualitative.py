@@ -50,6 +50,14 @@ def test_report_lists_every_empty_prediction_per_model():
     assert section == "## Empty predictions\n\n- base: 3: t_0 (test), t_2 (test), mine (extra)\n- PEFT: 0\n\n"
 
 
+def test_a_whitespace_only_prediction_reads_empty_in_a_table_cell_and_a_quote():
+    qualitative = load_stage("qualitative")
+    assert qualitative.cell(" \n") == qualitative.cell("") == "(empty)"
+    assert qualitative.quote(" \n") == qualitative.quote("") == "> (empty)"
+    assert qualitative.cell("Tom | Ann\nmeet.") == "Tom \\| Ann meet."
+    assert qualitative.quote("Tom.\n\nAnn.") == "> Tom.\n>\n> Ann."
+
+
 # Six dialogues, base ROUGE-1 0.5 everywhere: PEFT gains most on t_1 (+0.4) and loses most on t_2 (-0.4).
 PEFT_ROUGE1 = [0.5, 0.9, 0.1, 0.6, 0.4, 0.55]
 

@@ -75,7 +75,7 @@ def test_killed_training_resumes_to_the_same_final_loss(repo):
     assert "resuming from" in output
     resumed = train_metrics(repo)
     assert resumed["resumed_from_step"] in (40, 80) and resumed["steps"] == 120
-    assert not list((repo / "models/checkpoints").glob("*/checkpoint-*"))
+    assert not (repo / "models/checkpoints").exists()
 
     run([DVC, "repro", "--force", "train"], repo)  # the same run, uninterrupted
     uninterrupted = train_metrics(repo)
