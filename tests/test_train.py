@@ -25,12 +25,12 @@ from tests.test_training import cpu_profile_params, cpu_profile_text
 
 PYTHON = str(VENV_BIN / "python")
 DVC = str(VENV_BIN / "dvc")
-SHORT_RUN = {"train": {"max_steps": 120, "save_steps": 40, "eval_steps": 40, "logging_steps": 40}}
+SHORT_RUN = {"train": {"max_steps": 60, "save_steps": 20, "eval_steps": 20, "logging_steps": 20}}
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """A project copy on the CPU profile, shortened to 120 steps, with prepare done."""
+    """A project copy on the CPU profile, shortened to 60 steps, with prepare done."""
     repo = copy_project(tmp_path_factory.mktemp("train"))
     run([PYTHON, "-m", "phisum.profile", "--pretrain-steps", "0"], repo)  # training mechanics, not learning
     set_params(repo, SHORT_RUN)
@@ -63,10 +63,10 @@ def test_killed_training_resumes_to_the_same_final_loss(repo):
         start_new_session=True,
     )
     deadline = time.time() + 300
-    while not list((repo / "models/checkpoints").glob("*/checkpoint-40/trainer_state.json")):
+    while not list((repo / "models/checkpoints").glob("*/checkpoint-20/trainer_state.json")):
         assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
         time.sleep(0.2)
-    time.sleep(1)  # let checkpoint-40 finish writing
+    time.sleep(1)  # let checkpoint-20 finish writing
     os.killpg(process.pid, signal.SIGKILL)  # the whole stage: dvc and the training process
     process.wait()
     assert not (repo / "models/adapter/adapter_model.safetensors").exists()
@@ -74,7 +74,7 @@ def test_killed_training_resumes_to_the_same_final_loss(repo):
     output = run([DVC, "repro", "train"], repo)
     assert "resuming from" in output
     resumed = train_metrics(repo)
-    assert resumed["resumed_from_step"] in (40, 80) and resumed["steps"] == 120
+    assert resumed["resumed_from_step"] in (20, 40) and resumed["steps"] == 60
     assert not (repo / "models/checkpoints").exists()
 
     run([DVC, "repro", "--force", "train"], repo)  # the same run, uninterrupted
