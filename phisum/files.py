@@ -33,9 +33,11 @@ class WriteError(click.ClickException):
     A ClickException so every stage's click main reports it as one `Error:` line, with no per-stage handler.
     """
 
-    def __init__(self, path: Path, error: OSError) -> None:
+    def __init__(self, path: Path, error: OSError, directory: Path | None = None) -> None:
+        """path: the output; directory: where it is written (default its parent), which must be writable."""
+        self.path, self.error, self.directory = path, error, directory or path.parent
         super().__init__(
-            f"cannot write {path}: {error.strerror or error}; free disk space or make {path.parent} writable, "
+            f"cannot write {path}: {error.strerror or error}; free disk space or make {self.directory} writable, "
             "then rerun (the previous outputs are unchanged)"
         )
 
@@ -142,6 +144,15 @@ def atomic_outputs(*final_dirs: Path) -> Iterator[Outputs]:
                 raise WriteError(tmp_dir, error) from None
         yield outputs
         write_outputs(outputs.texts, outputs.dirs)
+    except WriteError as error:
+        for tmp_dir in outputs.dirs.values():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        # A file that failed inside a temp dir is named by the output path the user knows.
+        for final_dir, tmp_dir in outputs.dirs.items():
+            if error.path.is_relative_to(tmp_dir):
+                output = final_dir / error.path.relative_to(tmp_dir)
+                raise WriteError(output, error.error, directory=final_dir.parent) from None
+        raise
     except BaseException:
         for tmp_dir in outputs.dirs.values():
             shutil.rmtree(tmp_dir, ignore_errors=True)

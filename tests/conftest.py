@@ -35,6 +35,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out_dir
 
 
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model_dir):
+    """The tiny model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
 @pytest.fixture()
 def tiny_4bit(tiny_model_dir):
     """The tiny model's tokenizer and the model in 4-bit NF4 on the CPU, as the stages load them (fresh per test)."""
@@ -90,6 +98,12 @@ def set_params(repo: Path, overrides: dict) -> None:
 
     text, _ = apply_overrides((repo / "params.yaml").read_text(), overrides)
     (repo / "params.yaml").write_text(text)
+
+
+def committed_params_text() -> str:
+    """params.yaml as committed: `make demo` switches the working copy to the CPU profile."""
+    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else (ROOT / "params.yaml").read_text()
 
 
 FAKE_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file can contain it by accident
@@ -177,7 +191,6 @@ def copy_demo(demo: Path, dest: Path) -> Path:
 def tiny_stage_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
     """The working directory, with params naming the tiny model and a small local dataset."""
     from phisum.synthetic import write_dataset
-    from tests.test_params import committed_params_text
 
     write_dataset(tmp_path / "dialogsum", seed=0, sizes={"train": 6, "validation": 3, "test": 3})
     (tmp_path / "weights").mkdir()
@@ -213,6 +226,35 @@ def dvc_stage(name: str) -> dict:
     return fill(stage["do"])
 
 
+def stage_command(name: str) -> list[str]:
+    """dvc.yaml's cmd of stage `name` (`python -m stages.<stage>` and its path options), with this interpreter."""
+    command = shlex.split(dvc_stage(name)["cmd"])
+    assert command[:3] == ["python", "-m", f"stages.{name.partition('@')[0]}"], command
+    return [sys.executable, *command[1:]]
+
+
 def stage_args(name: str) -> list[str]:
     """The options dvc.yaml's cmd gives stage `name` (after `python -m stages.<stage>`): its paths."""
-    return shlex.split(dvc_stage(name)["cmd"])[3:]
+    return stage_command(name)[3:]
+
+
+def invoke_stage(name: str):
+    """Stage `name`'s click main in this process, with the options dvc.yaml's cmd gives it; click's Result."""
+    import importlib
+
+    from click.testing import CliRunner
+
+    return CliRunner().invoke(importlib.import_module(f"stages.{name.partition('@')[0]}").main, stage_args(name))
+
+
+def one_error_line(result) -> str:
+    """A failed stage as every stage promises it: exit code 1 and one `Error:` line on stderr, nothing else."""
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    errors = result.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("Error: "), result.stderr
+    return errors[0]
+
+
+def stage_env() -> dict[str, str]:
+    """The environment of a stage process run outside the repository: `-m stages.<stage>` imports it from ROOT."""
+    return command_env({"PYTHONPATH": str(ROOT)})

@@ -4,7 +4,6 @@ import random
 
 import pytest
 import yaml
-from transformers import AutoTokenizer
 
 from phisum.data import DataError, group_by_dialogue, load_splits, prepare_split, unused_columns
 from phisum.profile import SYNTHETIC_SIZES
@@ -13,11 +12,6 @@ from phisum.synthetic import make_example, write_dataset
 from tests.conftest import ROOT, SHARED_DATA
 
 TEMPLATE = "Instruct: Summarize the below conversation.\n\n{dialogue}\nOutput:\n"
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 def row(row_id, dialogue="#Person1#: Hi.\n#Person2#: Hello.", summary="They greet."):

@@ -16,17 +16,14 @@ import tempfile
 from pathlib import Path
 
 import click
-import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from transformers import AutoTokenizer
 
 from phisum.data import KNOWN_COLUMNS, DataError, load_splits
 from phisum.params import ParamsError, load_params, parse_params, read_yaml
 from stages.prepare import prepare
-from tests.conftest import stage_args
-from tests.test_params import committed_params_text
+from tests.conftest import committed_params_text, stage_args
 
 EXAMPLES = int(os.environ.get("PHISUM_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
@@ -128,11 +125,6 @@ def check_accepted_or_one_line(data_dir: Path, tokenizer, on_bad_rows: str) -> d
             assert split_stats["rows_in"] == split_stats["rows"] + sum(split_stats["dropped"].values())
             assert len(prepared[split]) == split_stats["rows"]
     return stats
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 def fuzz_train_file(name: str, content: bytes, tokenizer, on_bad_rows: str) -> dict | None:

@@ -1,17 +1,10 @@
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from phisum.params import ParamsError, load_params, parse_params
-from tests.conftest import ROOT, set_params
-
-
-def committed_params_text() -> str:
-    """params.yaml as committed: `make demo` switches the working copy to the CPU profile."""
-    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True)
-    return shown.stdout if shown.returncode == 0 else (ROOT / "params.yaml").read_text()
+from tests.conftest import committed_params_text, set_params
 
 
 @pytest.fixture()

@@ -2,8 +2,8 @@
 
 from phisum.params import Params, QualitativeParams, parse_params, read_yaml
 from phisum.profile import apply_overrides
+from tests.conftest import committed_params_text
 from tests.test_generation import load_stage
-from tests.test_params import committed_params_text
 
 
 def params_with(qualitative: dict, seed: int = 42) -> Params:

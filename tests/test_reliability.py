@@ -5,7 +5,6 @@ import csv
 import errno
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -16,8 +15,18 @@ from pathlib import Path
 import pytest
 
 from phisum.params import read_yaml
-from tests.conftest import ROOT, VENV_BIN, run, set_params, stage_args
-from tests.test_params import committed_params_text, write_bad_params
+from tests.conftest import (
+    ROOT,
+    VENV_BIN,
+    committed_params_text,
+    invoke_stage,
+    one_error_line,
+    run,
+    set_params,
+    stage_command,
+    stage_env,
+)
+from tests.test_params import write_bad_params
 
 # The checker's messages are tested in-process (tests/test_params.py); these prove the path through a real
 # stage process: a value rule, a cross-field rule, and a file that is no YAML.
@@ -28,18 +37,11 @@ BAD_PARAMS_END_TO_END = [
 ]
 
 
-def prepare_command() -> list[str]:
-    """prepare's command as dvc.yaml runs it (its path options included), with this interpreter."""
-    command = shlex.split(read_yaml((ROOT / "dvc.yaml").read_text())["stages"]["prepare"]["cmd"])
-    assert command[:3] == ["python", "-m", "stages.prepare"], command
-    return [sys.executable, *command[1:]]
-
-
 @pytest.mark.parametrize(("edit", "expected"), BAD_PARAMS_END_TO_END, ids=[e for _, e in BAD_PARAMS_END_TO_END])
 def test_bad_params_fail_in_one_line_before_any_work(tmp_path, edit, expected):
     write_bad_params(tmp_path, edit)  # no data and no model here: any real work would fail differently
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # `-m stages.prepare` from outside the repository
-    done = subprocess.run(prepare_command(), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    command = stage_command("prepare")
+    done = subprocess.run(command, cwd=tmp_path, env=stage_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr[-2000:]
     errors = done.stderr.splitlines()  # the whole of stderr: no traceback, no warnings before it
     assert len(errors) == 1 and errors[0].startswith(f"Error: {expected}"), done.stderr[-2000:]
@@ -137,24 +139,10 @@ def nothing_written(stage_dir: Path) -> bool:
     return sorted(p.name for p in stage_dir.iterdir()) == ["dialogsum", "params.yaml", "weights"]
 
 
-def invoke_stage(run: str = "prepare") -> str:
-    """A stage's click main in this process, with dvc.yaml's options; returns its one `Error:` line."""
-    import importlib
-
-    from click.testing import CliRunner
-
-    main = importlib.import_module(f"stages.{run.split('@')[0]}").main
-    result = CliRunner().invoke(main, stage_args(run))
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("Error: "), result.stderr
-    return errors[0]
-
-
 @pytest.mark.parametrize(("overrides", "expected"), MISSING_NAMES, ids=[e[:40] for _, e in MISSING_NAMES])
 def test_names_that_resolve_to_nothing_stop_prepare_in_one_line(tiny_stage_dir, overrides, expected):
     set_params(tiny_stage_dir, overrides)
-    error = invoke_stage()
+    error = one_error_line(invoke_stage("prepare"))
     assert error.startswith(f"Error: {expected}")
     if "no directory under" in expected:
         assert f"no directory under {tiny_stage_dir} and not a hub id" in error and QUEUE_HINT in error
@@ -178,7 +166,7 @@ def test_a_revision_the_hub_does_not_have_is_named(tiny_stage_dir, tiny_model_di
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_such_revision)
     set_params(tiny_stage_dir, {"model": {"name": "microsoft/phi-2", "revision": "v9"}})
-    assert invoke_stage() == (
+    assert one_error_line(invoke_stage("prepare")) == (
         "Error: model.revision: 'v9' is no commit, branch or tag of microsoft/phi-2; use a full commit hash from "
         "the hub, or null for the latest"
     )
@@ -187,7 +175,7 @@ def test_a_revision_the_hub_does_not_have_is_named(tiny_stage_dir, tiny_model_di
     monkeypatch.setattr(datasets, "load_dataset", no_such_revision)
     set_params(tiny_stage_dir, {"model": {"name": str(tiny_model_dir)}})
     set_params(tiny_stage_dir, {"data": {"source": "neil-code/dialogsum-test", "revision": "v9"}})
-    assert invoke_stage() == (
+    assert one_error_line(invoke_stage("prepare")) == (
         "Error: data.revision: 'v9' is no commit, branch or tag of neil-code/dialogsum-test; use a commit hash "
         "from the hub, or null for the latest"
     )
@@ -214,7 +202,7 @@ def test_offline_hub_names_fail_in_one_line_in_every_stage_that_loads_them(
     for config in (huggingface_hub.constants, datasets.config):  # as HF_HUB_OFFLINE=1 in the environment does
         monkeypatch.setattr(config, "HF_HUB_OFFLINE", True)
     set_params(tiny_stage_dir, overrides)
-    error = invoke_stage(run)
+    error = one_error_line(invoke_stage(run))
     assert error.startswith(f"Error: {expected} is no directory under {tiny_stage_dir}, and the hub is unreachable")
     assert QUEUE_HINT in error
     assert nothing_written(tiny_stage_dir)
@@ -224,9 +212,8 @@ def test_a_stage_process_stops_in_one_line_with_exit_1_and_no_traceback(tiny_sta
     """End to end, as DVC runs a stage (`python -m stages.train` and dvc.yaml's options): the in-process tests
     above check the messages, this one that the process prints nothing else."""
     set_params(tiny_stage_dir, {"model": {"name": "models/tiny-phi"}})
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "stages.train", *stage_args("train")]
-    done = subprocess.run(command, cwd=tiny_stage_dir, env=env, capture_output=True, text=True, timeout=300)
+    command = stage_command("train")
+    done = subprocess.run(command, cwd=tiny_stage_dir, env=stage_env(), capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stdout) == (1, ""), done.stderr[-2000:]
     assert done.stderr.startswith("Error: model.name: 'models/tiny-phi' is no directory under ")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
@@ -283,15 +270,12 @@ SHORT_TRAINING = {"train": {"max_steps": 40, "save_steps": 10, "eval_steps": 40,
 
 @pytest.mark.slow
 def test_ctrl_c_during_training_keeps_a_checkpoint_says_so_and_the_next_run_resumes(tiny_stage_dir):
-    from click.testing import CliRunner
-
-    from stages.prepare import main as prepare_main
-
-    assert CliRunner().invoke(prepare_main, stage_args("prepare")).exit_code == 0
+    assert invoke_stage("prepare").exit_code == 0
     set_params(tiny_stage_dir, {**SHORT_TRAINING, "lora": {"r": 4}})
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "stages.train", *stage_args("train")]
-    process = subprocess.Popen(command, cwd=tiny_stage_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command = stage_command("train")
+    process = subprocess.Popen(
+        command, cwd=tiny_stage_dir, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 300
     while not list((tiny_stage_dir / "models/checkpoints").glob("*/checkpoint-10/trainer_state.json")):
         assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
@@ -313,7 +297,7 @@ def test_ctrl_c_during_training_keeps_a_checkpoint_says_so_and_the_next_run_resu
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert rows and all(None not in row and None not in row.values() for row in rows)
 
-    resumed = subprocess.run(command, cwd=tiny_stage_dir, env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(command, cwd=tiny_stage_dir, env=stage_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming from {kept.relative_to(tiny_stage_dir)}" in resumed.stdout
     metrics = json.loads((tiny_stage_dir / "metrics/train.json").read_text())
@@ -356,18 +340,12 @@ PREPARE_OUTPUTS = ["data/prepared/train.jsonl", "data/prepared/validation.jsonl"
 def test_a_full_disk_or_read_only_dir_leaves_the_previous_outputs_and_names_the_path(
     tiny_stage_dir, monkeypatch, how, failing, path, reason
 ):
-    from click.testing import CliRunner
-
-    from stages.prepare import main
-
-    assert CliRunner().invoke(main, stage_args("prepare")).exit_code == 0
+    assert invoke_stage("prepare").exit_code == 0
     outputs = [*PREPARE_OUTPUTS, "metrics/data.json"]
     before = {name: (tiny_stage_dir / name).read_bytes() for name in outputs}
     set_params(tiny_stage_dir, {"prompt": {"max_length": 200}})  # a different result, never written
     fail_nth_output(monkeypatch, failing, how)
-    result = CliRunner().invoke(main, stage_args("prepare"))
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    assert result.stderr.splitlines() == [
+    assert [one_error_line(invoke_stage("prepare"))] == [
         f"Error: cannot write {path}: {reason}; free disk space or make {Path(path).parent} writable, then rerun "
         "(the previous outputs are unchanged)"
     ]
@@ -450,29 +428,19 @@ def test_the_cpu_profile_switch_rewrites_params_yaml_whole_or_not_at_all(tmp_pat
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_during_generate_keeps_the_previous_predictions_and_no_temp_dir(tiny_stage_dir, monkeypatch):
-    from click.testing import CliRunner
-
-    from stages.generate import main
-    from stages.prepare import main as prepare_main
-
     set_params(tiny_stage_dir, {"generate": {"max_new_tokens": 8, "stress_cases": 2}})
-    assert CliRunner().invoke(prepare_main, stage_args("prepare")).exit_code == 0
-    assert CliRunner().invoke(main, stage_args("generate@base")).exit_code == 0
+    assert invoke_stage("prepare").exit_code == 0
+    assert invoke_stage("generate@base").exit_code == 0
     before = tree_bytes(tiny_stage_dir / "data/predictions")
     assert sorted(before) == ["base/extra.jsonl", "base/meta.json", "base/stress.jsonl", "base/test.jsonl"]
     set_params(tiny_stage_dir, {"generate": {"stress_cases": 3}})  # a different result, never written
     fail_nth_output(monkeypatch, 2, "full")  # stress.jsonl, after test.jsonl
-    result = CliRunner().invoke(main, stage_args("generate@base"))
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert (
-        result.exit_code == 1
-        and isinstance(result.exception, SystemExit)
-        and errors
-        == [
-            "Error: cannot write data/predictions/.base.tmp/stress.jsonl: No space left on device; free disk space or "
-            "make data/predictions/.base.tmp writable, then rerun (the previous outputs are unchanged)"
-        ]
-    ), result.output
+    result = invoke_stage("generate@base")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]  # after progress bars
+    assert result.exit_code == 1 and errors == [
+        "Error: cannot write data/predictions/base/stress.jsonl: No space left on device; free disk space or "
+        "make data/predictions writable, then rerun (the previous outputs are unchanged)"
+    ], result.output
     assert tree_bytes(tiny_stage_dir / "data/predictions") == before
     assert [p.name for p in (tiny_stage_dir / "data/predictions").iterdir()] == ["base"]
 
@@ -480,14 +448,11 @@ def test_a_full_disk_during_generate_keeps_the_previous_predictions_and_no_temp_
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_during_evaluate_leaves_every_previous_output(tmp_path, monkeypatch):
     """Scores, metrics and plots describe one run: a full disk midway keeps all of the previous ones."""
-    from click.testing import CliRunner
-
-    from stages.evaluate import main
     from tests.test_scoring import write_predictions
 
     write_predictions(tmp_path, {"metrics": ["rouge", "bleu", "length"], "bootstrap_resamples": 50})
     monkeypatch.chdir(tmp_path)
-    assert CliRunner().invoke(main, stage_args("evaluate")).exit_code == 0
+    assert invoke_stage("evaluate").exit_code == 0
     outputs = sorted(p for d in ("data/scored", "metrics") for p in (tmp_path / d).rglob("*") if p.is_file())
     assert len(outputs) == 4 + 4 + 4  # scored test/stress per model, 4 metrics files, 4 plot files
     before = {path: path.read_bytes() for path in outputs}
@@ -495,8 +460,7 @@ def test_a_full_disk_during_evaluate_leaves_every_previous_output(tmp_path, monk
         test_path = tmp_path / f"data/predictions/{model}/test.jsonl"
         test_path.write_text(test_path.read_text().replace("Jack is late", "Jack is never late"))
     fail_nth_output(monkeypatch, 5, "full")  # after both models' scored files, at the first metrics file
-    result = CliRunner().invoke(main, stage_args("evaluate"))
-    assert result.exit_code == 1 and "No space left on device" in result.output, result.output
+    assert "No space left on device" in one_error_line(invoke_stage("evaluate"))
     assert {path: path.read_bytes() for path in outputs} == before
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["predictions", "scored"]  # no temp dir
     assert sorted(p.name for p in (tmp_path / "data/scored").iterdir()) == ["base", "peft"]

@@ -1,35 +1,26 @@
 """The stages through their click mains, in this process, in a temporary working directory (CliRunner)."""
 
-import importlib
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
 
-from click.testing import CliRunner
-
 from phisum.modeling import load_tokenizer
 from phisum.params import load_params
 from phisum.prompt import build_prompt
-from tests.conftest import ROOT, dvc_stage, set_params, stage_args
-from tests.test_params import committed_params_text
+from tests.conftest import (
+    ROOT,
+    committed_params_text,
+    invoke_stage,
+    one_error_line,
+    set_params,
+    stage_args,
+    stage_command,
+    stage_env,
+)
 
 LONG_DIALOGUE = "#Person1#: " + "Let us meet on Monday at noon and bring the report. " * 100
-
-
-def invoke(run: str):
-    """A stage's click main, in process, with the paths dvc.yaml's cmd gives it; returns click's Result."""
-    module = importlib.import_module(f"stages.{run.split('@')[0]}")
-    return CliRunner().invoke(module.main, stage_args(run))
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    errors = result.stderr.splitlines()
-    assert len(errors) == 1 and errors[0].startswith("Error: "), result.stderr
-    return errors[0]
 
 
 def test_stress_cases_and_your_own_dialogues_are_cut_to_fit_like_test_prompts(tiny_stage_dir):
@@ -44,8 +35,8 @@ def test_stress_cases_and_your_own_dialogues_are_cut_to_fit_like_test_prompts(ti
             "prompt": {"max_length": 128},
         },
     )
-    assert invoke("prepare").exit_code == 0
-    result = invoke("generate@base")
+    assert invoke_stage("prepare").exit_code == 0
+    result = invoke_stage("generate@base")
     assert result.exit_code == 0, result.output
     assert "  cut to prompt.max_length - generate.max_new_tokens tokens: 2 stress, 1 extra\n" in result.output
     out_dir = tiny_stage_dir / "data/predictions/base"
@@ -71,7 +62,7 @@ def test_a_bad_line_in_your_own_dialogues_stops_generate_naming_file_and_line(ti
     ]
     for content, expected in cases:
         mine.write_text(content)
-        error = one_error_line(invoke("generate@base"))
+        error = one_error_line(invoke_stage("generate@base"))
         assert error.startswith(f"Error: generate.extra_dialogues: {mine} {expected}"), error
     assert not (tiny_stage_dir / "data").exists()
 
@@ -80,7 +71,7 @@ def test_generate_refuses_an_adapter_trained_on_another_prompt_in_one_line(tiny_
     adapter_dir = tiny_stage_dir / "models/adapter"
     adapter_dir.mkdir(parents=True)
     (adapter_dir / "prompt.json").write_text(json.dumps({"template": "Summarize: {dialogue}", "max_length": 256}))
-    error = one_error_line(invoke("generate@peft"))
+    error = one_error_line(invoke_stage("generate@peft"))
     assert error.startswith("Error: models/adapter was trained with prompt.template 'Summarize: {dialogue}', params")
     assert not (tiny_stage_dir / "data").exists()
 
@@ -92,7 +83,7 @@ def test_a_stage_run_as_dvc_yaml_runs_it_imports_the_phisum_of_its_working_direc
     with (tmp_path / "phisum/__init__.py").open("a") as handle:
         handle.write("print('phisum:', __file__)\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    command = [sys.executable, *shlex.split(dvc_stage("prepare")["cmd"])[1:], "--help"]
+    command = [*stage_command("prepare"), "--help"]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.splitlines()[:1] == [f"phisum: {tmp_path / 'phisum/__init__.py'}"], done.stdout + done.stderr
 
@@ -110,8 +101,7 @@ for run, args in json.loads(sys.argv[1]):
 def test_a_params_typo_stops_every_stage_before_torch_or_transformers_load(tmp_path):
     (tmp_path / "params.yaml").write_text(committed_params_text().replace("  r: 32  #", "  r: 0  #", 1))
     runs = ["prepare", "train", "generate@base", "generate@peft", "evaluate", "qualitative"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-c", LAZY, json.dumps([(run, stage_args(run)) for run in runs])]
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=tmp_path, env=stage_env(), capture_output=True, text=True, timeout=300)
     assert done.stdout.splitlines() == [f"{run} 1 Error: lora.r: must be > 0, got 0 []" for run in runs], done.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]

@@ -18,9 +18,8 @@ from phisum.export import load_unquantized_with_adapter, merge_adapter
 from phisum.params import load_params
 from phisum.profile import apply_overrides
 from phisum.training import plan_processes, select_loss_kernels
-from tests.conftest import VENV_BIN, copy_project, run, set_params, stage_args
+from tests.conftest import VENV_BIN, command_env, committed_params_text, copy_project, run, set_params, stage_args
 from tests.test_generation import load_stage
-from tests.test_params import committed_params_text
 from tests.test_training import cpu_profile_params, cpu_profile_text
 
 PYTHON = str(VENV_BIN / "python")
@@ -53,7 +52,7 @@ def train_metrics(repo: Path) -> dict:
 
 @pytest.mark.slow
 def test_killed_training_resumes_to_the_same_final_loss(repo):
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    env = command_env()
     process = subprocess.Popen(
         [DVC, "repro", "train"],
         cwd=repo,

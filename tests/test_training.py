@@ -10,8 +10,7 @@ from phisum.params import Params, parse_params, read_yaml
 from phisum.profile import PROFILE_PATH, apply_overrides
 from phisum.training import load_trainable_model
 from stages import train as train_stage
-from tests.conftest import ROOT
-from tests.test_params import committed_params_text
+from tests.conftest import ROOT, committed_params_text
 
 
 def cpu_profile_text(model_dir: Path, overrides: dict | None = None) -> str:
