@@ -26,8 +26,8 @@ import click
 import torch
 from transformers import TrainerCallback
 
-from phisum.fullsize import synthetic_texts, write_random_phi2
-from phisum.params import ModelParams, load_params
+from phisum.fullsize import load_recipe, synthetic_texts, write_random_phi2
+from phisum.params import ModelParams, ParamsError
 from phisum.prompt import build_prompt, check_adapter_prompt, save_adapter_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ class StepClock(TrainerCallback):
 
 def benchmark_params(model_dir: Path, steps: int, new_tokens: int):
     """The committed recipe, shortened: `steps` optimizer steps, short rows, a few new tokens, on the CPU."""
-    params = load_params(ROOT / "params.yaml")
+    params = load_recipe(ROOT / "params.yaml")
     train = dataclasses.replace(
         params.train, max_steps=steps, eval_steps=steps, eval_rows=2, save_steps=steps, save_total_limit=1
     )
@@ -96,6 +96,10 @@ def make_rows(template: str, count: int, seed: int) -> list[dict]:
 @click.option("--out", "out_path", default="", help="Also write the results as JSON here.")
 def main(workdir: Path | None, steps: int, new_tokens: int, threads: int, out_path: str) -> None:
     torch.set_num_threads(threads)
+    try:
+        load_recipe(ROOT / "params.yaml")  # before the 37 minutes
+    except ParamsError as error:
+        raise click.ClickException(str(error)) from None
     out = Path(out_path).resolve() if out_path else None  # before the chdir below
     with tempfile.TemporaryDirectory() as tmp:
         work = (workdir or Path(tmp)).resolve()

@@ -35,10 +35,10 @@ from datasets import Dataset
 from peft import PeftModel, get_peft_model
 from transformers import PhiConfig, TrainerCallback
 
-from phisum.fullsize import PHI2_PARAMS, meta_model, synthetic_texts, write_random_phi2
+from phisum.fullsize import PHI2_PARAMS, load_recipe, meta_model, synthetic_texts, write_random_phi2
 from phisum.generation import NonFiniteScoresError, generate_summaries, masked_attention_kernels
 from phisum.modeling import build_lora_config, build_quantization_config, load_base_model, load_tokenizer
-from phisum.params import ModelParams, load_params
+from phisum.params import ModelParams, ParamsError
 from phisum.prompt import build_prompt
 from phisum.synthetic import make_example
 from phisum.tiny_model import build_tiny_model
@@ -116,7 +116,7 @@ class StepClock(TrainerCallback):
 
 def run_params(params_path: Path, model_dir: Path, device: str, max_length: int):
     """params.yaml's recipe on the benchmark model; batch 1 without accumulation (peak memory is per micro-batch)."""
-    params = load_params(params_path)
+    params = load_recipe(params_path)
     return dataclasses.replace(
         params,
         model=ModelParams(name=str(model_dir), revision=None, device=device),
@@ -239,7 +239,7 @@ def run(params_path: Path, work: Path, dry_run: bool, steps: int, peak_tflops: f
     device = "cpu" if dry_run else "cuda"
     memory = Memory(device)
     started = time.perf_counter()
-    results: dict = {"versions": library_versions(), "meta_device": check_configs(load_params(params_path))}
+    results: dict = {"versions": library_versions(), "meta_device": check_configs(load_recipe(params_path))}
     model_dir, adapter_dir = work / "model", work / "adapter"
     if dry_run:
         build_tiny_model(synthetic_texts(200, seed=0), model_dir, seed=0)
@@ -293,6 +293,10 @@ def run(params_path: Path, work: Path, dry_run: bool, steps: int, peak_tflops: f
 @click.option("--out", "out_path", default="", help="Also write the results as JSON here.")
 @click.option("--dry-run", is_flag=True, help="No GPU: the same run on a tiny random Phi on the CPU.")
 def main(params_path: Path, steps: int, peak_tflops: float | None, out_path: str, dry_run: bool) -> None:
+    try:
+        load_recipe(params_path)  # before minutes of setup, and before the GPU is touched
+    except ParamsError as error:
+        raise click.ClickException(str(error)) from None
     if not dry_run and not torch.cuda.is_available():
         raise click.ClickException("no CUDA device: this benchmark needs a GPU (use --dry-run to check it on the CPU)")
     if not dry_run and peak_tflops is None:

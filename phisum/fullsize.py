@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import PhiConfig, PhiForCausalLM
 
+from phisum.params import Params, ParamsError, load_params
 from phisum.synthetic import make_example
 from phisum.tiny_model import train_tokenizer
 
@@ -32,6 +33,23 @@ PHI2_DIMS = {
 }
 PHI2_PARAMS = 2_779_683_840  # microsoft/phi-2's parameter count (its model card: 2.7B), to check PHI2_DIMS against
 LAYERS_PER_SHARD = 4  # ~0.6 GB of fp16 per shard
+
+
+def load_recipe(params_path: Path) -> Params:
+    """The params file's recipe, which the full-size runs measure; a file on the CPU profile is refused.
+
+    `make demo` leaves params.yaml on the CPU profile (its learning rate, lengths and steps are the tiny
+    model's), and a GPU run carries the working tree as it is: measuring that would cost the run.
+    """
+    from phisum.profile import TINY_MODEL_DIR
+
+    params = load_params(params_path)
+    if Path(params.model.name) == TINY_MODEL_DIR:
+        raise ParamsError(
+            f"{params_path} holds the CPU profile (model.name: {params.model.name}, as `make demo` leaves it); "
+            "the full-size runs measure the T4 recipe: `git checkout params.yaml` first"
+        )
+    return params
 
 
 def phi2_config(**overrides) -> PhiConfig:

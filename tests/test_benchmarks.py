@@ -10,10 +10,12 @@ import random
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import click
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from phisum.fullsize import meta_model
@@ -21,7 +23,7 @@ from phisum.params import ModelParams, load_params
 from phisum.prompt import build_prompt
 from phisum.synthetic import make_example
 
-from .conftest import ROOT
+from .conftest import ROOT, committed_params_text, set_params
 
 BENCHMARKS_DIR = ROOT / "benchmarks"
 SCRIPTS = sorted(BENCHMARKS_DIR.glob("*.py"))
@@ -35,6 +37,14 @@ def load_script(name: str):
         spec.loader.exec_module(module)
         sys.modules[spec.name] = module
     return sys.modules[f"benchmarks_{name}"]
+
+
+@pytest.fixture()
+def committed_params(tmp_path) -> Path:
+    """params.yaml as committed (a checkout after `make demo` holds the CPU profile)."""
+    path = tmp_path / "params.yaml"
+    path.write_text(committed_params_text())
+    return path
 
 
 def test_every_script_compiles_and_imports():
@@ -73,21 +83,21 @@ def test_nf4_is_under_a_third_of_fp16_for_quantized_layers():
     assert without_double_quant["quantized_nf4_bytes"] > counts["quantized_nf4_bytes"]
 
 
-def test_computed_nf4_bytes_match_bitsandbytes_on_the_tiny_model(tiny_model_dir):
+def test_computed_nf4_bytes_match_bitsandbytes_on_the_tiny_model(tiny_model_dir, committed_params):
     memory = load_script("memory")
 
-    quant = load_params(ROOT / "params.yaml").quantization
+    quant = load_params(committed_params).quantization
     measured = memory.measure_tiny(ModelParams(name=str(tiny_model_dir), revision=None, device="cpu"), quant)
     assert measured["computed"]["nf4_bytes"] == measured["nf4_footprint_with_constants"]
     assert measured["computed"]["fp16_bytes"] == measured["fp16_footprint"]
 
 
-def test_gpu_script_dry_run_runs_every_step_on_the_cpu(tmp_path):
+def test_gpu_script_dry_run_runs_every_step_on_the_cpu(tmp_path, committed_params):
     """--dry-run: full-size configs on the meta device, then training, adapter and generation on a tiny model."""
     gpu_phi2 = load_script("gpu_phi2")
 
     out = tmp_path / "dry.json"
-    args = ["--dry-run", "--steps", "3", "--params", str(ROOT / "params.yaml"), "--out", str(out)]
+    args = ["--dry-run", "--steps", "3", "--params", str(committed_params), "--out", str(out)]
     result = CliRunner().invoke(gpu_phi2.main, args)
     assert result.exit_code == 0, result.output
     results = json.loads(out.read_text())
@@ -160,11 +170,23 @@ def test_gpu_kit_size_check_and_run_command():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
-def test_gpu_script_fails_fast_without_cuda():
+def test_gpu_script_fails_fast_without_cuda(committed_params):
     gpu_phi2 = load_script("gpu_phi2")
 
-    result = CliRunner().invoke(gpu_phi2.main, ["--params", str(ROOT / "params.yaml")])
+    result = CliRunner().invoke(gpu_phi2.main, ["--params", str(committed_params)])
     assert result.exit_code != 0 and "no CUDA device" in result.output
+
+
+def test_the_full_size_scripts_refuse_params_on_the_cpu_profile(committed_params):
+    """After `make demo` params.yaml holds the CPU profile; a GPU run carries the working tree as it is."""
+    profile = yaml.safe_load((ROOT / "profiles/cpu.yaml").read_text())
+    profile["model"]["name"] = "models/tiny-phi"  # what phisum.profile writes
+    set_params(committed_params.parent, profile)
+    result = CliRunner().invoke(load_script("gpu_phi2").main, ["--dry-run", "--params", str(committed_params)])
+    assert result.exit_code == 1 and result.output == (
+        f"Error: {committed_params} holds the CPU profile (model.name: models/tiny-phi, as `make demo` leaves it); "
+        "the full-size runs measure the T4 recipe: `git checkout params.yaml` first\n"
+    )
 
 
 def test_batch_of_finds_the_prompts_generated_together():
@@ -191,11 +213,11 @@ def test_reuse_copies_the_project_but_not_local_state(tmp_path):
     assert "benchmark baseline" in log.stdout
 
 
-def test_packed_batches_keep_completion_only_labels(tiny_model_dir, tmp_path):
+def test_packed_batches_keep_completion_only_labels(tiny_model_dir, tmp_path, committed_params):
     """TRL packing (padding-free): prompt tokens stay -100 and sequences do not attend to each other."""
     training = load_script("training")
 
-    params = load_params(ROOT / "params.yaml")
+    params = load_params(committed_params)
     params = dataclasses.replace(params, model=ModelParams(name=str(tiny_model_dir), revision=None, device="cpu"))
     rng = random.Random(0)
     rows = []
