@@ -107,8 +107,8 @@ class WordNet30Reader(WordNetCorpusReader):
 
     nltk 3.10 maps the loaded WordNet onto the corpus "wordnet" (for Open Multilingual Wordnet lookups) and skips
     that only when the version string ("3.0") equals the corpus name ("wordnet"), which it never does: every
-    load reads index.sense twice, 4.7 s of an 8.2 s load, in each evaluate run. Mapping 3.0 onto itself is the
-    identity, which nltk writes as None; METEOR's English synset lookups never read it.
+    load reads index.sense twice, in each evaluate run (with this reader a load takes 2.5 s instead of 4.1 s).
+    Mapping 3.0 onto itself is the identity, which nltk writes as None; METEOR's English synsets never read it.
     """
 
     def map_wn(self, version: str = "wordnet"):
