@@ -144,18 +144,14 @@ def atomic_outputs(*final_dirs: Path) -> Iterator[Outputs]:
                 raise WriteError(tmp_dir, error) from None
         yield outputs
         write_outputs(outputs.texts, outputs.dirs)
-    except WriteError as error:
+    except BaseException as error:
         for tmp_dir in outputs.dirs.values():
             shutil.rmtree(tmp_dir, ignore_errors=True)
-        # A file that failed inside a temp dir is named by the output path the user knows.
-        for final_dir, tmp_dir in outputs.dirs.items():
-            if error.path.is_relative_to(tmp_dir):
-                output = final_dir / error.path.relative_to(tmp_dir)
-                raise WriteError(output, error.error, directory=final_dir.parent) from None
-        raise
-    except BaseException:
-        for tmp_dir in outputs.dirs.values():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+        if isinstance(error, WriteError):  # a file inside a temp dir is named by the output path the user knows
+            for final_dir, tmp_dir in outputs.dirs.items():
+                if error.path.is_relative_to(tmp_dir):
+                    output = final_dir / error.path.relative_to(tmp_dir)
+                    raise WriteError(output, error.error, directory=final_dir.parent) from None
         raise
 
 
