@@ -79,14 +79,23 @@ def run_fingerprint(params: Params, data_paths: list[Path]) -> str:
     return digest.hexdigest()[:12]
 
 
+def _whole_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def last_complete_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint the Trainer finished (trainer_state.json is written last); ones cut short go.
 
     transformers' get_last_checkpoint takes the newest directory, even one half-written when Ctrl-C or a
-    full disk struck mid-save, and resuming from it fails.
+    full disk struck mid-save, and resuming from it fails. trainer_state.json itself is written in place,
+    so a kill inside that write leaves it cut short: the checkpoint counts only when the file parses.
     """
     checkpoints = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
-    complete = [p for p in checkpoints if (p / "trainer_state.json").is_file()]
+    complete = [p for p in checkpoints if _whole_json(p / "trainer_state.json")]
     for partial in set(checkpoints) - set(complete):
         shutil.rmtree(partial, ignore_errors=True)
     return complete[0] if complete else None

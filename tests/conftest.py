@@ -1,4 +1,5 @@
 import contextlib
+import json
 import os
 import random
 import re
@@ -105,6 +106,14 @@ def committed_params_text() -> str:
     """params.yaml as committed: `make demo` switches the working copy to the CPU profile."""
     shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True)
     return shown.stdout if shown.returncode == 0 else (ROOT / "params.yaml").read_text()
+
+
+def checkpoint_written(checkpoints_dir: Path, step: int) -> bool:
+    """Whether the Trainer has finished checkpoint `step` (its trainer_state.json is whole)."""
+    for state in checkpoints_dir.glob(f"*/checkpoint-{step}/trainer_state.json"):
+        with contextlib.suppress(ValueError):
+            return json.loads(state.read_text())["global_step"] == step
+    return False
 
 
 FAKE_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file can contain it by accident

@@ -18,7 +18,16 @@ from phisum.export import load_unquantized_with_adapter, merge_adapter
 from phisum.params import load_params
 from phisum.profile import apply_overrides
 from phisum.training import plan_processes, select_loss_kernels
-from tests.conftest import VENV_BIN, command_env, committed_params_text, copy_project, run, set_params, stage_args
+from tests.conftest import (
+    VENV_BIN,
+    checkpoint_written,
+    command_env,
+    committed_params_text,
+    copy_project,
+    run,
+    set_params,
+    stage_args,
+)
 from tests.test_generation import load_stage
 from tests.test_training import cpu_profile_params, cpu_profile_text
 
@@ -61,11 +70,10 @@ def test_killed_training_resumes_to_the_same_final_loss(repo):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.time() + 300
-    while not list((repo / "models/checkpoints").glob("*/checkpoint-20/trainer_state.json")):
-        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+    # The Trainer writes trainer_state.json last: checkpoint-20 is whole once that file parses.
+    while not checkpoint_written(repo / "models/checkpoints", 20):
+        assert process.poll() is None, "training ended before its first checkpoint"
         time.sleep(0.2)
-    time.sleep(1)  # let checkpoint-20 finish writing
     os.killpg(process.pid, signal.SIGKILL)  # the whole stage: dvc and the training process
     process.wait()
     assert not (repo / "models/adapter/adapter_model.safetensors").exists()
