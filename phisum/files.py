@@ -38,8 +38,24 @@ class WriteError(click.ClickException):
         self.path, self.error, self.directory = path, error, directory or path.parent
         super().__init__(
             f"cannot write {path}: {error.strerror or error}; free disk space or make {self.directory} writable, "
-            "then rerun (the previous outputs are unchanged)"
+            f"then rerun {_previous_outputs()}"
         )
+
+
+def _previous_outputs() -> str:
+    """Where the previous outputs are after a failed write: in place, unless DVC removed them first.
+
+    `dvc repro` deletes a stage's outputs before running it (DVC sets DVC_STAGE for the stage's command), so
+    they are gone whatever the stage does: the cached ones are still in DVC's cache under dvc.lock's hashes
+    (the failed run changed neither), the `cache: false` ones only in git if they were committed.
+    """
+    stage = os.environ.get("DVC_STAGE")
+    if not stage:
+        return "(the previous outputs are unchanged)"
+    return (
+        f"(dvc repro removed {stage}'s previous outputs before it ran: `dvc checkout {stage}` restores the cached "
+        "ones, `git checkout -- <file>` the cache: false ones you committed)"
+    )
 
 
 def _write_temp(path: Path, text: str) -> Path:

@@ -21,6 +21,7 @@ from tests.conftest import (
     checkpoint_written,
     command_env,
     committed_params_text,
+    copy_project,
     invoke_stage,
     one_error_line,
     run,
@@ -255,8 +256,8 @@ BNB_CPU_BRANCHES = pytest.mark.parametrize("avx512bf16", ["0", "1"], ids=["no-av
 
 
 def forced_bnb_branch(avx512bf16: str) -> dict[str, str]:
-    """Environment entries that force bitsandbytes' CPU branch in a subprocess (tests/bnb_cpu_path)."""
-    return {"PYTHONPATH": f"{ROOT / 'tests' / 'bnb_cpu_path'}:{ROOT}", "PHISUM_TEST_AVX512BF16": avx512bf16}
+    """Environment entries that force bitsandbytes' CPU branch in a subprocess (tests/process_hooks)."""
+    return {"PYTHONPATH": f"{ROOT / 'tests' / 'process_hooks'}:{ROOT}", "PHISUM_TEST_AVX512BF16": avx512bf16}
 
 
 @BNB_CPU_BRANCHES
@@ -428,6 +429,44 @@ def test_a_full_disk_or_read_only_dir_leaves_the_previous_outputs_and_names_the_
     assert {name: (tiny_stage_dir / name).read_bytes() for name in outputs} == before
     leftovers = [p.name for d in ("data/prepared", "metrics") for p in (tiny_stage_dir / d).iterdir()]
     assert sorted(leftovers) == ["data.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_under_dvc_repro_names_what_dvc_removed_and_the_commands_bring_it_back(tmp_path, tiny_model_dir):
+    """`dvc repro` deletes a stage's outputs before running it: the message says so, exactly, and its commands work."""
+    from phisum.synthetic import write_dataset
+
+    repo = copy_project(tmp_path / "repo")
+    write_dataset(repo / "dialogsum", seed=0, sizes={"train": 6, "validation": 3, "test": 3})
+    set_params(
+        repo,
+        {
+            "model": {"name": str(tiny_model_dir), "revision": None, "device": "cpu"},
+            "data": {"source": "dialogsum", "revision": None},
+            "prompt": {"max_length": 256},
+            "generate": {"max_new_tokens": 32},
+        },
+    )
+    dvc = str(VENV_BIN / "dvc")
+    run([dvc, "repro", "prepare"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "prepared"], repo)  # metrics/data.json (cache: false) committed, as after a run
+    outputs = [*PREPARE_OUTPUTS, "metrics/data.json"]
+    before = {name: (repo / name).read_bytes() for name in outputs}
+
+    set_params(repo, {"prompt": {"max_length": 200}})  # a different result, never written
+    hooks = {"PYTHONPATH": str(ROOT / "tests" / "process_hooks"), "PHISUM_TEST_FULL_DISK_FROM": "2"}
+    output = run([dvc, "repro", "prepare"], repo, check=False, extra_env=hooks)
+    assert [line for line in output.splitlines() if line.startswith("Error: cannot")] == [
+        "Error: cannot write data/prepared/validation.jsonl: No space left on device; free disk space or make "
+        "data/prepared writable, then rerun (dvc repro removed prepare's previous outputs before it ran: "
+        "`dvc checkout prepare` restores the cached ones, `git checkout -- <file>` the cache: false ones you committed)"
+    ], output
+    assert [name for name in outputs if (repo / name).exists()] == []  # DVC's doing, before the stage ran
+
+    run([dvc, "checkout", "prepare"], repo)
+    run(["git", "checkout", "--", "metrics/data.json"], repo)
+    assert {name: (repo / name).read_bytes() for name in outputs} == before
 
 
 def tree_bytes(directory: Path) -> dict[str, bytes]:
