@@ -264,7 +264,9 @@ def run(params_path: Path, work: Path, dry_run: bool, steps: int, peak_tflops: f
         name = str(compute_dtype).removeprefix("torch.")
         # The T4 path: TRL's torch loss kernels (phisum.training.select_loss_kernels below cc 8.0).
         kernels._TRITON_AVAILABLE = triton_allowed and compute_dtype != torch.float16
-        loss_kernels = "triton" if kernels._TRITON_AVAILABLE else "torch"
+        # The path TRL takes on this device (Triton on CUDA only), not whether Triton imports: a CPU run
+        # with the CUDA build of torch has Triton installed and still uses the torch kernels.
+        loss_kernels = "triton" if kernels._use_triton(torch.device(device)) else "torch"
         click.echo(f"  training, {name}, loss kernels {loss_kernels}")
         save_to = adapter_dir if compute_dtype == dtypes[-1] else None
         runs = train_one_dtype(params, compute_dtype, steps, settings["seq_lengths"], memory, save_to)

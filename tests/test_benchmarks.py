@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import pytest
 import torch
+import trl.kernels.chunked_logprob
 import yaml
 from click.testing import CliRunner
 
@@ -92,9 +93,12 @@ def test_computed_nf4_bytes_match_bitsandbytes_on_the_tiny_model(tiny_model_dir,
     assert measured["computed"]["fp16_bytes"] == measured["fp16_footprint"]
 
 
-def test_gpu_script_dry_run_runs_every_step_on_the_cpu(tmp_path, committed_params):
+def test_gpu_script_dry_run_runs_every_step_on_the_cpu(tmp_path, committed_params, monkeypatch):
     """--dry-run: full-size configs on the meta device, then training, adapter and generation on a tiny model."""
     gpu_phi2 = load_script("gpu_phi2")
+    # As with the CUDA build of torch (Python 3.12+ from PyPI): Triton imports, and the CPU still takes TRL's
+    # torch loss kernels; the row must report the path taken, not what is installed.
+    monkeypatch.setattr(trl.kernels.chunked_logprob, "_TRITON_AVAILABLE", True)
 
     out = tmp_path / "dry.json"
     args = ["--dry-run", "--steps", "3", "--params", str(committed_params), "--out", str(out)]
