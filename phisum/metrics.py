@@ -298,16 +298,18 @@ def score_bertscore(predictions: list[str], references: list[str], settings: Ber
     An empty prediction scores 0, as bert_score itself rules; it is not passed in because bert_score 0.3.13
     encodes empty text with a tokenizer method that transformers 5 removed.
     """
-    scored = [i for i, prediction in enumerate(predictions) if prediction.strip()]
     results = [dict.fromkeys((f"bertscore_{part}" for part in BERTSCORE_PARTS), 0.0) for _ in predictions]
-    if scored:
+    # Each distinct pair once: leave-one-out scoring repeats every (prediction, reference) pair n-1 times.
+    pairs = list(dict.fromkeys((p, r) for p, r in zip(predictions, references, strict=True) if p.strip()))
+    if pairs:
         scorer = _load_bert_scorer(settings.model, settings.layers, settings.rescale)
-        tensors = scorer.score(
-            [predictions[i] for i in scored], [references[i] for i in scored], batch_size=settings.batch_size
-        )
+        tensors = scorer.score([p for p, _ in pairs], [r for _, r in pairs], batch_size=settings.batch_size)
+        scores = {pair: {} for pair in pairs}
         for part, values in zip(BERTSCORE_PARTS, tensors, strict=True):
-            for i, value in zip(scored, values.tolist(), strict=True):
-                results[i][f"bertscore_{part}"] = value
+            for pair, value in zip(pairs, values.tolist(), strict=True):
+                scores[pair][f"bertscore_{part}"] = value
+        for result, pair in zip(results, zip(predictions, references, strict=True), strict=True):
+            result.update(scores.get(pair, {}))
     return results
 
 

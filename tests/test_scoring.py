@@ -19,6 +19,7 @@ from nltk.translate.meteor_score import single_meteor_score
 from rouge_score import rouge_scorer
 from transformers import AutoTokenizer
 
+import phisum.metrics
 from phisum.data import group_by_dialogue, load_splits, normalize_dialogue, prepare_split
 from phisum.metrics import (
     METRICS,
@@ -290,6 +291,23 @@ def test_bertscore_hash_is_the_one_bert_score_computes_for_the_scorer_that_ran()
     reference_tool = bert_score.BERTScorer(model_type=MINILM_PATH, num_layers=6, lang="en")
     assert summary["per_row"]["bertscore"]["hash"] == reference_tool.hash
     assert summary["scoring"]["bertscore"].startswith("model, layers, idf, rescale_with_baseline and bert_score's hash")
+
+
+def test_bertscore_scores_a_repeated_pair_once_and_gives_every_copy_its_score(monkeypatch):
+    prediction, references = "Tom and Ann meet on Friday.", ["On Friday, Ann meets Tom.", "The weather is nice."]
+    alone = score_bertscore([prediction], references[:1], MINILM)
+    scorer, calls = phisum.metrics._load_bert_scorer(MINILM.model, MINILM.layers, MINILM.rescale), []
+    original = scorer.score
+    monkeypatch.setattr(
+        scorer, "score", lambda cands, refs, **kw: calls.append(len(cands)) or original(cands, refs, **kw)
+    )
+    rows = score_bertscore(
+        [prediction] * 3 + [""], [references[0], references[1], references[0], references[0]], MINILM
+    )
+    assert calls == [2]  # two distinct pairs with a prediction; the empty one scores 0 unscored
+    assert rows[0] == rows[2] != rows[1]
+    assert rows[0] == pytest.approx(alone[0], abs=1e-6)
+    assert rows[3] == dict.fromkeys(("bertscore_precision", "bertscore_recall", "bertscore_f1"), 0.0)
 
 
 def test_bertscore_rescaling_without_a_baseline_file_is_an_error_naming_the_param():
