@@ -23,6 +23,7 @@ the per-dialogue statistics a corpus metric is rebuilt from (phisum.significance
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -55,15 +56,32 @@ BLEU_STATS = (
 # HF evaluate BLEU's length_ratio from per-dialogue 13a token counts (shortest reference per example).
 LENGTH_STATS = ("tokens_13a_prediction", "tokens_13a_shortest_reference")
 BERTSCORE_PARTS = ("precision", "recall", "f1")
-PY_ROUGE_SETTINGS = {"metrics": ["rouge-n", "rouge-l"], "max_n": 2}  # everything else: py-rouge's defaults
+# py-rouge 1.1's constructor arguments, every one spelled out (all but metrics and max_n are its defaults). Its
+# weight_factor also weights ROUGE-L, not only ROUGE-W: the 1.2 of its README raises ROUGE-L by several points.
+PY_ROUGE_SETTINGS = {
+    "metrics": ["rouge-n", "rouge-l"],
+    "max_n": 2,
+    "limit_length": True,
+    "length_limit": 665,
+    "length_limit_type": "bytes",
+    "apply_avg": True,
+    "apply_best": False,
+    "stemming": True,
+    "alpha": 0.5,
+    "weight_factor": 1.0,
+    "ensure_compatibility": True,
+}
+METEOR_PARAMETERS = {"alpha": 0.9, "beta": 3.0, "gamma": 0.5}  # nltk's defaults (Lavie and Agarwal 2007)
+METEOR_TOKEN_PATTERN = r"\w+|[^\w\s]"
 
 PROTOCOLS = {
     "per_row": (
         "Every (prediction, reference) row is one example, as in the seed's table: a dialogue with three "
         "references counts three times. ROUGE-1/2/L/Lsum F (rouge-score, Porter stemming, Lsum on sentences), "
         "METEOR (nltk) and BERTScore: means over rows. bleu: sacreBLEU corpus BLEU over rows, one reference "
-        "each. length_ratio: HF evaluate BLEU's (total prediction 13a tokens / total reference 13a tokens), the "
-        "seed's 'length ratio'. word_length_ratio: mean over rows of prediction words / reference words."
+        "each; bleu_length_ratio: its brevity term's ratio (prediction / reference 13a tokens). length_ratio: HF "
+        "evaluate BLEU's (total prediction 13a tokens / total reference 13a tokens), the seed's 'length ratio'. "
+        "word_length_ratio: mean over rows of prediction words / reference words."
     ),
     "best_reference": (
         "One example per distinct dialogue, scored against each of its references, keeping the best: per ROUGE "
@@ -81,11 +99,34 @@ PROTOCOLS = {
     "all_references": (
         "One example per distinct dialogue with all its references at once. bleu: sacreBLEU corpus BLEU "
         "(n-gram matches clipped by the most any reference has, brevity against the closest reference length; "
-        "bleu_signature). length_ratio: HF evaluate BLEU's (total prediction 13a tokens / total 13a tokens of "
-        "each dialogue's shortest reference). word_length_ratio: mean over dialogues of prediction words / the "
+        "bleu_signature); bleu_length_ratio: sacreBLEU's brevity ratio (total prediction 13a tokens / total 13a "
+        "tokens of each dialogue's closest-length reference, the shorter on a tie). length_ratio: HF evaluate "
+        "BLEU's (total prediction 13a tokens / total 13a tokens of each dialogue's shortest reference), the seed's "
+        "'length ratio'. word_length_ratio: mean over dialogues of prediction words / the "
         "dialogue's mean reference words. prediction_words: mean prediction words."
     ),
 }
+# What a metrics file's scores are scored against (its "definition"): all references, or the leave-one-out subsets.
+ALL_REFERENCES_DEFINITION = (
+    "The model's summary of each test dialogue scored against all of the dialogue's references, in each protocol. "
+    "Not comparable with human.json, whose human summaries have one reference fewer: leave_one_out is."
+)
+LEAVE_ONE_OUT_DEFINITION = (
+    "The model on equal terms with the human ceiling (human.json): for each test dialogue with two or more "
+    "references and each of its references in turn, the model's summary scored against the dialogue's other "
+    "references, the very subsets each human summary is scored against there; one example per (dialogue, "
+    "left-out reference), averaged as human.json averages, in each protocol."
+)
+HUMAN_DEFINITION = (
+    "The human ceiling: for each test dialogue with two or more references, each human summary scored against "
+    "the dialogue's other references, in each protocol; one example per (dialogue, left-out reference). Compare "
+    "it with the models' leave_one_out blocks, scored against the same subsets, not with their all-reference "
+    "scores. per_row has no length_ratio or bleu_length_ratio: over every ordered pair of a dialogue's references "
+    "both are 1.0 by construction."
+)
+# A human's per-row length ratios: over every ordered pair of a dialogue's references, each length counts as often
+# as prediction as it does as reference, so both are 1.0 whatever the summaries (the human ceiling leaves them out).
+HUMAN_PER_ROW_UNITY = ("length_ratio", "bleu_length_ratio")
 # Which protocols report each metric (a disabled metric says so in each of them).
 METRIC_PROTOCOLS = {
     "rouge": ("per_row", "best_reference", "pooled_reference"),
@@ -103,7 +144,7 @@ _PUNKT_PARAMETERS.abbrev_types = {
 }
 _SENTENCES = PunktSentenceTokenizer(_PUNKT_PARAMETERS)
 _TOKEN_13A = Tokenizer13a()
-_METEOR_TOKEN = re.compile(r"\w+|[^\w\s]")
+_METEOR_TOKEN = re.compile(METEOR_TOKEN_PATTERN)
 
 
 def split_sentences(text: str) -> str:
@@ -112,7 +153,8 @@ def split_sentences(text: str) -> str:
 
 
 def tokenize(text: str) -> list[str]:
-    """METEOR tokens: lowercased words and punctuation marks."""
+    """METEOR tokens: lowercased words and punctuation marks (METEOR_TOKEN_PATTERN; not HF evaluate's word_tokenize,
+    which splits "doesn't" as does + n't and would need the punkt model downloaded)."""
     return _METEOR_TOKEN.findall(text.lower())
 
 
@@ -178,6 +220,11 @@ def bleu_from_statistics(stats: np.ndarray) -> float:
     return float(_bleu()._compute_score_from_stats([int(value) for value in stats]).score)
 
 
+def bleu_length_ratio(statistics: list[dict]) -> float:
+    """sacreBLEU's brevity ratio (its BLEUScore.ratio): prediction 13a tokens / closest-reference 13a tokens."""
+    return float(sum(row["bleu_hyp_len"] for row in statistics) / sum(row["bleu_ref_len"] for row in statistics))
+
+
 def length_ratio_from_statistics(stats: np.ndarray) -> float:
     """HF evaluate BLEU's length_ratio from summed LENGTH_STATS."""
     return float(stats[0] / stats[1])
@@ -233,16 +280,15 @@ def _load_bert_scorer(model: str, layers: int, rescale: bool):
 
 
 def bertscore_settings(settings: BertScoreSettings) -> dict:
-    """What a BERTScore number depends on, with bert_score's own hash string (model name as recorded)."""
-    from bert_score.utils import get_hash
-
+    """What a BERTScore number depends on, with the hash string of the scorer that ran (bert_score's own: the model
+    path it loaded, layer, idf, rescaling, fast or slow tokenizer, the version bert_score reports)."""
     scorer = _load_bert_scorer(settings.model, settings.layers, settings.rescale)
     return {
         "model": settings.model,
         "layers": settings.layers,
-        "idf": False,
-        "rescale_with_baseline": settings.rescale,
-        "hash": get_hash(settings.model, settings.layers, False, settings.rescale, False, scorer.use_fast_tokenizer),
+        "idf": scorer.idf,
+        "rescale_with_baseline": scorer.rescale_with_baseline,
+        "hash": scorer.hash,
     }
 
 
@@ -252,24 +298,27 @@ def score_bertscore(predictions: list[str], references: list[str], settings: Ber
     An empty prediction scores 0, as bert_score itself rules; it is not passed in because bert_score 0.3.13
     encodes empty text with a tokenizer method that transformers 5 removed.
     """
-    scored = [i for i, prediction in enumerate(predictions) if prediction.strip()]
     results = [dict.fromkeys((f"bertscore_{part}" for part in BERTSCORE_PARTS), 0.0) for _ in predictions]
-    if scored:
+    # Each distinct pair once: leave-one-out scoring repeats every (prediction, reference) pair n-1 times.
+    pairs = list(dict.fromkeys((p, r) for p, r in zip(predictions, references, strict=True) if p.strip()))
+    if pairs:
         scorer = _load_bert_scorer(settings.model, settings.layers, settings.rescale)
-        tensors = scorer.score(
-            [predictions[i] for i in scored], [references[i] for i in scored], batch_size=settings.batch_size
-        )
+        tensors = scorer.score([p for p, _ in pairs], [r for _, r in pairs], batch_size=settings.batch_size)
+        scores = {pair: {} for pair in pairs}
         for part, values in zip(BERTSCORE_PARTS, tensors, strict=True):
-            for i, value in zip(scored, values.tolist(), strict=True):
-                results[i][f"bertscore_{part}"] = value
+            for pair, value in zip(pairs, values.tolist(), strict=True):
+                scores[pair][f"bertscore_{part}"] = value
+        for result, pair in zip(results, zip(predictions, references, strict=True), strict=True):
+            result.update(scores.get(pair, {}))
     return results
 
 
-def human_groups(groups: list[dict]) -> list[dict]:
-    """Leave-one-out human summaries: each reference of a dialogue with two or more, against the others.
+def leave_one_out_groups(groups: list[dict], human: bool) -> list[dict]:
+    """One group per reference of each dialogue with two or more, scored against the dialogue's other references.
 
-    The result scores like a system's groups (a "prediction" and its "references"); it has one reference
-    fewer per dialogue than a system gets, which lowers the multi-reference scores of the human ceiling.
+    human: the left-out reference is the summary scored (the human ceiling); otherwise the dialogue's prediction
+    is, against the very same n-1 references (a model on equal terms with the human ceiling). Both score and
+    average like any groups: one example per (dialogue, left-out reference).
     """
     held_out = []
     for group in groups:
@@ -278,9 +327,73 @@ def human_groups(groups: list[dict]) -> list[dict]:
             continue
         for k, reference in enumerate(references):
             held_out.append(
-                {"id": group.get("id"), "prediction": reference, "references": references[:k] + references[k + 1 :]}
+                {
+                    "id": group.get("id"),
+                    "prediction": reference if human else group["prediction"],
+                    "references": references[:k] + references[k + 1 :],
+                }
             )
     return held_out
+
+
+def human_groups(groups: list[dict]) -> list[dict]:
+    """Leave-one-out human summaries: each reference of a dialogue with two or more, against the others."""
+    return leave_one_out_groups(groups, human=True)
+
+
+def _version(package: str) -> str:
+    return importlib.metadata.version(package)
+
+
+def py_rouge_settings() -> dict:
+    """The settings of the py-rouge scorer that runs, read back from it (its constructor's argument names)."""
+    scorer = _py_rouge()
+    settings = {name: getattr(scorer, name) for name in PY_ROUGE_SETTINGS}
+    return {**settings, "metrics": " ".join(sorted(settings["metrics"]))}  # a string: dvc metrics diff reads no lists
+
+
+def scoring_choices(metrics: Sequence[str]) -> dict:
+    """Every choice that moves a score, by metric (a metrics file's "scoring"); a metric left out is "disabled"."""
+    choices = {
+        "rouge": {
+            "sentence_splitter": {
+                "tool": f"nltk {_version('nltk')} PunktSentenceTokenizer, untrained (no punkt model download), "
+                "told these abbreviations so that they end no sentence",
+                "abbreviations": " ".join(sorted(_PUNKT_PARAMETERS.abbrev_types)),
+                "read_by": "rougeLsum (rouge-score) and pooled rougeL (py-rouge's summary-level LCS) read one "
+                "sentence per line; without splitting each summary is one sentence and both score lower",
+            },
+            "rouge_score": {
+                "version": _version("rouge-score"),
+                "use_stemmer": True,
+                "tokenizer": "rouge-score's default: lowercased, runs of [a-z0-9]",
+                "multi_reference": "score_multi: per ROUGE type the best reference",
+            },
+            "py_rouge": {
+                "version": _version("py-rouge"),
+                **py_rouge_settings(),
+                "tokenizer": "nltk's word tokenizer without its sentence splitter (py-rouge calls word_tokenize "
+                "after replacing every character but [a-z0-9] with a space, so there is no sentence to split; "
+                "the punkt model it would load is a download)",
+            },
+        },
+        "bleu": {
+            "tool": f"sacreBLEU {_version('sacrebleu')}, defaults (see bleu_signature)",
+            "bleu_length_ratio": "sacreBLEU's brevity ratio: prediction / closest-length reference, 13a tokens",
+        },
+        "meteor": {
+            "tool": f"nltk {_version('nltk')} single_meteor_score, WordNet 3.0, Porter stemmer",
+            **METEOR_PARAMETERS,
+            "tokenizer": f"lowercased, regex {METEOR_TOKEN_PATTERN} (not nltk.word_tokenize, HF evaluate's: "
+            "different tokens, different scores)",
+        },
+        "bertscore": "model, layers, idf, rescale_with_baseline and bert_score's hash in each protocol's bertscore",
+        "length": {
+            "length_ratio": "HF evaluate BLEU's: prediction / shortest reference, 13a tokens (the seed's)",
+            "word_length_ratio": "mean of prediction words / reference words (whitespace-separated)",
+        },
+    }
+    return {name: choices[name] if name in metrics else DISABLED for name in METRICS}
 
 
 @dataclass(frozen=True)
@@ -373,8 +486,15 @@ def bleu_result(pairs: Pairs) -> MetricResult:
     row_statistics, row_signature = bleu_statistics(pairs.row_predictions, [[ref] for ref in pairs.row_references])
     return MetricResult(
         blocks={
-            "all_references": {"bleu_signature": signature, "bleu": round(corpus_score("bleu", statistics), 4)},
-            "per_row": {"bleu_signature": row_signature, "bleu": round(corpus_score("bleu", row_statistics), 4)},
+            protocol: {
+                "bleu_signature": named,
+                "bleu": round(corpus_score("bleu", stats), 4),
+                "bleu_length_ratio": round(bleu_length_ratio(stats), 4),
+            }
+            for protocol, named, stats in (
+                ("all_references", signature, statistics),
+                ("per_row", row_signature, row_statistics),
+            )
         },
         scores=[{} for _ in pairs.predictions],
         statistics=statistics,
@@ -385,7 +505,7 @@ def meteor_result(pairs: Pairs) -> MetricResult:
     """nltk METEOR per row, and of each dialogue's best reference."""
     wordnet = ensure_wordnet()
     rows = [
-        {"meteor": single_meteor_score(tokenize(ref), tokenize(prediction), wordnet=wordnet)}
+        {"meteor": single_meteor_score(tokenize(ref), tokenize(prediction), wordnet=wordnet, **METEOR_PARAMETERS)}
         for prediction, ref in pairs.rows()
     ]
     best = pairs.best(rows, ["meteor"])
@@ -484,6 +604,7 @@ def score_groups(groups: list[dict], metrics: Sequence[str], bertscore: BertScor
         for merged, part in zip(statistics, result.statistics or [{} for _ in groups], strict=True):
             merged.update(part)
     summary.update(
+        scoring=scoring_choices(metrics),
         dialogues=len(groups),
         rows=len(pairs.row_references),
         empty_predictions=sum(not prediction.strip() for prediction in pairs.predictions),

