@@ -17,9 +17,8 @@ from ruamel.yaml import YAML
 
 from phisum.data import SPLITS, DataError, check_splits, load_splits
 from phisum.files import write_text
-from phisum.params import PARAMS_PATH, ParamsError, parse_params, read_yaml
+from phisum.params import PARAMS_PATH, ParamsError, load_params, parse_params, read_yaml
 from phisum.synthetic import write_dataset
-from phisum.tiny_model import PRETRAIN, build_tiny_model
 
 PROFILE_PATH = Path("profiles/cpu.yaml")
 SYNTHETIC_DIR = Path("data/synthetic")
@@ -86,20 +85,21 @@ def first_dialogue_ids(rows: list[dict], count: int) -> list[str]:
 @click.option(
     "--pretrain-steps",
     type=click.IntRange(min=0),
-    default=PRETRAIN["steps"],
-    show_default=True,
+    default=None,
+    show_default="phisum.tiny_model.PRETRAIN's steps",
     help="Language-model steps on the training dialogues before saving the tiny model (0: random weights; "
     "the demo's stress test needs them, a pipeline check does not).",
 )
-def main(data_dir: str, pretrain_steps: int) -> None:
+def main(data_dir: str, pretrain_steps: int | None) -> None:
     try:
         switch_to_cpu_profile(data_dir, pretrain_steps)
     except (DataError, ParamsError) as error:
         raise click.ClickException(str(error)) from None
 
 
-def switch_to_cpu_profile(data_dir: str, pretrain_steps: int = PRETRAIN["steps"]) -> None:
-    params = parse_params(read_yaml(PARAMS_PATH.read_text(encoding="utf-8")))
+def switch_to_cpu_profile(data_dir: str, pretrain_steps: int | None = None) -> None:
+    """pretrain_steps: None for the tiny model's PRETRAIN steps."""
+    params = load_params(PARAMS_PATH)  # a broken params.yaml stops here, in one line, before any work
     if data_dir:
         # Inside the repository: a relative path DVC can track. Outside: absolute, seen by runs on this
         # machine only (a queued experiment too, but not a clone elsewhere).
@@ -111,11 +111,20 @@ def switch_to_cpu_profile(data_dir: str, pretrain_steps: int = PRETRAIN["steps"]
     # Bad data stops here, as prepare would stop, before minutes of building the tiny model.
     splits = load_splits(str(source), None)
     check_splits(splits, params.data.on_bad_rows)
+    # Imported only now (torch, transformers: seconds): bad params or data stop before it.
+    from phisum.tiny_model import PRETRAIN, build_tiny_model
+
     # The tokenizer learns from the training text it will see, plus the fixed prompt words.
     rows, _ = splits["train"]
     texts = [params.prompt.template] + [f"{r.get('dialogue', '')}\n{r.get('summary', '')}" for r in rows]
     dialogues = [r.get("dialogue", "") for r in rows]
-    build_tiny_model(texts, TINY_MODEL_DIR, params.seed, pretrain_texts=dialogues, pretrain_steps=pretrain_steps)
+    build_tiny_model(
+        texts,
+        TINY_MODEL_DIR,
+        params.seed,
+        pretrain_texts=dialogues,
+        pretrain_steps=PRETRAIN["steps"] if pretrain_steps is None else pretrain_steps,
+    )
     click.echo(f"built tiny Phi model in {TINY_MODEL_DIR}/ (tokenizer trained on {len(rows)} {SPLITS[0]} rows)")
     tracked = [TINY_MODEL_DIR] + ([source] if not source.is_absolute() else [])
     track_with_dvc(tracked)
