@@ -283,7 +283,8 @@ def describe_yaml_error(path: Path, text: str, error: YAMLError) -> str:
         )
     context = getattr(error, "context", None)
     described = f"{context}: {problem}" if context else problem
-    return f"{where}, column {mark.column + 1}: not valid YAML ({' '.join(described.split())}); fix that line, {UNDO}"
+    at = f"at line {mark.line + 1}, column {mark.column + 1}"
+    return f"{path}: not valid YAML {at} ({' '.join(described.split())}); fix that line, {UNDO}"
 
 
 def read_params_file(path: Path = PARAMS_PATH) -> object:

@@ -10,12 +10,13 @@ copy of the git repository and only find what git or DVC tracks.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import click
 from ruamel.yaml import YAML
 
-from phisum.data import SPLITS, DataError, check_splits, load_splits
+from phisum.data import SPLITS, DataError, check_splits, load_splits, usable_rows
 from phisum.files import write_text
 from phisum.params import PARAMS_PATH, ParamsError, load_params, parse_params, read_yaml
 from phisum.synthetic import write_dataset
@@ -50,6 +51,22 @@ def apply_overrides(params_text: str, overrides: dict) -> tuple[str, list[str]]:
     buffer = StringIO()
     yaml_rt.dump(document, buffer)
     return buffer.getvalue(), changes
+
+
+def in_git(directory: Path, files: list[Path]) -> bool:
+    """Whether git tracks the data directory (its split files, as load_splits found them): then a queued
+    experiment's copy of the repository has it already and DVC must not track it too (it refuses to)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--", str(directory)], capture_output=True, text=True)
+    tracked = {Path(name) for name in listed.stdout.split("\0") if name} if listed.returncode == 0 else set()
+    if not tracked:
+        return False
+    untracked = [str(path) for path in files if path not in tracked]
+    if untracked:
+        raise DataError(
+            f"{directory}: {', '.join(untracked)} not in git while other files of it are; `git add {directory}` "
+            f"to keep the data in git, or `git rm -r --cached {directory}` to let DVC track it"
+        )
+    return True
 
 
 def track_with_dvc(paths: list[Path]) -> None:
@@ -111,6 +128,7 @@ def switch_to_cpu_profile(data_dir: str, pretrain_steps: int | None = None) -> N
     # Bad data stops here, as prepare would stop, before minutes of building the tiny model.
     splits = load_splits(str(source), None)
     check_splits(splits, params.data.on_bad_rows)
+    git_data = not source.is_absolute() and in_git(source, [Path(where) for _, where in splits.values()])
     # Imported only now (torch, transformers: seconds): bad params or data stop before it.
     from phisum.tiny_model import PRETRAIN, build_tiny_model
 
@@ -126,9 +144,11 @@ def switch_to_cpu_profile(data_dir: str, pretrain_steps: int | None = None) -> N
         pretrain_steps=PRETRAIN["steps"] if pretrain_steps is None else pretrain_steps,
     )
     click.echo(f"built tiny Phi model in {TINY_MODEL_DIR}/ (tokenizer trained on {len(rows)} {SPLITS[0]} rows)")
-    tracked = [TINY_MODEL_DIR] + ([source] if not source.is_absolute() else [])
+    tracked = [TINY_MODEL_DIR] + ([source] if not source.is_absolute() and not git_data else [])
     track_with_dvc(tracked)
     click.echo(f"dvc add {' '.join(map(str, tracked))} (the .dvc files are staged: commit them with params.yaml)")
+    if git_data:
+        click.echo(f"{source} is tracked by git: queued experiments and clones get it from git, not DVC")
     if source.is_absolute():
         click.echo(f"note: {source} is outside the repository: DVC does not track it and a clone cannot pull it")
 
@@ -136,7 +156,8 @@ def switch_to_cpu_profile(data_dir: str, pretrain_steps: int | None = None) -> N
     overrides["model"]["name"] = str(TINY_MODEL_DIR)
     overrides["data"]["source"] = str(source)
     if data_dir:  # show that data's own dialogues in the report
-        overrides["qualitative"] = {"ids": first_dialogue_ids(splits["test"][0], count=3)}
+        test_rows, _ = usable_rows(*splits["test"], params.data.on_bad_rows)  # no blank or dropped row
+        overrides["qualitative"] = {"ids": first_dialogue_ids(test_rows, count=3)}
     changes = rewrite_params(overrides)
     click.echo("params.yaml switched to the CPU profile (undo: git checkout params.yaml):")
     for line in changes:
