@@ -193,7 +193,9 @@ def _check_value(value: object, annotation: object, key: str) -> object:
         raise ParamsError(f"{key}: expected a finite number, got {value}")
     # bool is a subclass of int: `r: true` must not pass as 1.
     if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
-        raise ParamsError(f"{key}: expected {annotation.__name__}, got {value!r}")
+        # Ids and revisions are strings even when they are all digits (an int id in data is read as its string).
+        quote = f"; quote it: '{value}'" if annotation is str and type(value) in (int, float) else ""
+        raise ParamsError(f"{key}: expected {annotation.__name__}, got {value!r}{quote}")
     return value
 
 

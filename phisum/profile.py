@@ -3,9 +3,9 @@
     python -m phisum.profile [--data DIR]
 
 Only the keys in profiles/cpu.yaml change; comments stay. `git checkout params.yaml` undoes it.
-The model and data directories it builds (and a --data directory inside the repository) are
-`dvc add`ed and their .dvc files staged in git: queued experiments (`dvc exp run --queue`) run in a
-copy of the git repository and only find what git or DVC tracks.
+The model and data directories it builds (and a --data directory inside the repository, unless git
+tracks it) are `dvc add`ed and their .dvc files staged in git: queued experiments (`dvc exp run --queue`)
+run in a copy of the git repository and only find what git or DVC tracks.
 """
 
 from __future__ import annotations

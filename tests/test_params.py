@@ -74,6 +74,8 @@ BAD_PARAMS = [
     ),
     ({"prompt": {"template": "Summarize: {text}"}}, "prompt.template: must contain the placeholder {dialogue}"),
     ({"qualitative": {"top_k": -1}}, "qualitative.top_k: must be >= 0, got -1"),
+    ({"qualitative": {"ids": ["test_0_1", 101]}}, "qualitative.ids[1]: expected str, got 101; quote it: '101'"),
+    ({"model": {"revision": 1234567}}, "model.revision: expected str, got 1234567; quote it: '1234567'"),
     ({"qualitative": {"random_examples": -1}}, "qualitative.random_examples: must be >= 0, got -1"),
     (
         ("lora:\n  r: 32", "lora:\n  rank: 8\n  r: 32"),
