@@ -54,29 +54,46 @@ def decode_utf8(path: Path) -> str:
     return text.replace("\r\n", "\n")
 
 
+def header_names(header: list[str]) -> list[str]:
+    """Column names as a spreadsheet means them: surrounding spaces dropped (`summary ` is summary), and a cell
+    left empty (`id,dialogue,summary,topic,,`: columns that were once formatted) named by its position."""
+    return [cell.strip() or f"(unnamed column {number})" for number, cell in enumerate(header, start=1)]
+
+
+def is_blank(row: dict) -> bool:
+    """A row with no data in any cell (`,,,,`: a spreadsheet's formatted empty row): skipped and counted."""
+    return bool(row) and all(isinstance(value, str) and not value.strip() for value in row.values())
+
+
 def parse_csv(text: str, where: str) -> list[dict]:
     """Rows of a CSV, refusing broken quoting and rows whose field count differs from the header."""
     # The csv module refuses fields over 131,072 characters by default; a long meeting transcript is a
     # valid field, and prepare cuts it to prompt.max_length tokens (and counts it) like any long dialogue.
     csv.field_size_limit(sys.maxsize)
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-    rows = []
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows, done = [], 0  # done: the last line of the last record read (a broken one starts after it)
     try:
-        header = reader.fieldnames or []
-        twice = sorted({name for name in header if header.count(name) > 1})
+        names = header_names(next(reader, []))
+        done = reader.line_num
+        twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
             raise DataError(f"{where}: column {twice[0]} appears twice in the header; rename or remove one")
-        for row in reader:
-            if None in row or None in row.values():  # DictReader's markers for extra / missing fields
-                extra, missing = len(row.get(None) or []), sum(v is None for k, v in row.items() if k is not None)
+        for cells in reader:
+            line, done = done + 1, reader.line_num
+            if not cells:  # an empty line is no row
+                continue
+            if not "".join(cells).strip():  # a row of empty cells, whatever their number
+                rows.append(dict.fromkeys(names, ""))
+                continue
+            if len(cells) != len(names):
                 raise DataError(
-                    f"{where} line {reader.line_num}: {len(reader.fieldnames) + extra - missing} columns where the "
-                    f"header has {len(reader.fieldnames)}; quote fields that contain commas, quotes or newlines"
+                    f"{where} line {line}: {len(cells)} columns where the header has {len(names)}; "
+                    "quote fields that contain commas, quotes or newlines"
                 )
-            rows.append(row)
+            rows.append(dict(zip(names, cells, strict=True)))
     except csv.Error as error:
         raise DataError(
-            f"{where} line {reader.line_num + 1}: broken CSV quoting ({error}); quote fields that contain commas, "
+            f"{where} line {done + 1}: broken CSV quoting ({error}); quote fields that contain commas, "
             'quotes or newlines, and double quotes inside them ("")'
         ) from None
     return rows
@@ -89,7 +106,9 @@ def parse_jsonl(text: str, where: str) -> list[dict]:
 def numbered_jsonl(text: str, where: str) -> list[tuple[int, dict]]:
     """(line number in the file, row) per non-blank line, so a later check names the file's line."""
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # JSON lines end at "\n" only: str.splitlines() also splits at U+2028, U+2029, U+0085 (and \x1c-\x1e),
+    # which JSON written with ensure_ascii=False (many exporters' default) carries unescaped inside strings.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -106,11 +125,20 @@ def numbered_jsonl(text: str, where: str) -> list[tuple[int, dict]]:
     return rows
 
 
+def ids_as_text(rows: list[dict]) -> list[dict]:
+    """Ids are strings everywhere (prepared rows, qualitative.ids): an int id (pandas' to_json of an int column)
+    is read as its string."""
+    for row in rows:
+        if isinstance(row.get("id"), int) and not isinstance(row["id"], bool):
+            row["id"] = str(row["id"])
+    return rows
+
+
 def read_local_split(data_dir: Path, split: str) -> tuple[list[dict], str]:
     path = find_split_file(data_dir, split)
     text = decode_utf8(path)
     rows = parse_csv(text, str(path)) if path.suffix == ".csv" else parse_jsonl(text, str(path))
-    return rows, str(path)
+    return ids_as_text(rows), str(path)
 
 
 # A local data directory that a queued experiment cannot see looks exactly like a name that exists nowhere.
@@ -161,17 +189,17 @@ def load_splits(source: str, revision: str | None) -> dict[str, tuple[list[dict]
     missing = [split for split in SPLITS if split not in dataset]
     if missing:
         raise DataError(f"{source}: hub dataset has no split(s) {', '.join(missing)}")
-    return {split: (dataset[split].to_list(), f"{source}:{split}") for split in SPLITS}
+    return {split: (ids_as_text(dataset[split].to_list()), f"{source}:{split}") for split in SPLITS}
 
 
-def column_names(rows: list[dict]) -> set[str]:
-    """Every column of a split (JSONL rows may each have other keys)."""
-    return {name for row in rows for name in row}
+def column_names(rows: list[dict]) -> list[str]:
+    """Every column of a split (JSONL rows may each have other keys), in the order they first appear."""
+    return list(dict.fromkeys(name for row in rows for name in row))
 
 
 def unused_columns(rows: list[dict]) -> list[str]:
     """Columns prepare ignores (an export's extra fields), for saying so once."""
-    return sorted(column_names(rows) - set(KNOWN_COLUMNS))
+    return sorted(set(column_names(rows)) - set(KNOWN_COLUMNS))
 
 
 def check_columns(rows: list[dict], where: str) -> None:
@@ -180,8 +208,10 @@ def check_columns(rows: list[dict], where: str) -> None:
     present = column_names(rows)
     missing = [column for column in REQUIRED_COLUMNS if column not in present]
     if missing:
+        found = ", ".join(map(repr, present[:20])) + (f" and {len(present) - 20} more" if len(present) > 20 else "")
         raise DataError(
-            f"{where}: missing column(s) {', '.join(missing)}; expected columns id, dialogue, summary, topic"
+            f"{where}: missing column(s) {', '.join(missing)}; expected columns id, dialogue, summary, topic, "
+            f"found {found}"
         )
 
 
@@ -197,12 +227,17 @@ def is_text(value: object) -> bool:
 
 def drop_reason(row: dict, seen_ids: set[str], held_out: set[str]) -> str | None:
     """Why a row cannot be used, or None. held_out: normalized test dialogues (checked for train)."""
+    if is_blank(row):
+        return "blank_row"
     for column in ("id", "dialogue", "summary"):
         value = row.get(column)
         if value is None or not str(value).strip():
             return f"empty_{column}"
         if not is_text(value):
             return f"{column}_not_text"
+    for column in KNOWN_COLUMNS:  # a disk block zeroed by a crash reads as NUL bytes: no text has them
+        if "\x00" in str(row.get(column) or ""):
+            return f"nul_bytes_in_{column}"
     if str(row["id"]) in seen_ids:
         return "duplicate_id"
     if normalize_dialogue(row["dialogue"]) in held_out:
@@ -266,6 +301,7 @@ def usable_rows(
     """The rows with everything prepare needs, and a count per drop reason.
 
     on_bad_rows: "error" stops at the first unusable row (naming it); "drop" skips and counts it.
+    A blank row (every cell empty) is no data: skipped and counted as blank_row either way.
     held_out: normalized test dialogues; a training row with one of them is leakage into the scores.
     """
     check_columns(rows, where)
@@ -273,11 +309,15 @@ def usable_rows(
     for number, row in enumerate(rows, start=1):
         reason = drop_reason(row, seen_ids, held_out)
         seen_ids.add(str(row.get("id")))
-        if reason and on_bad_rows == "error":
-            label = f"row {number}" if reason in ("empty_id", "id_not_text") else f"row id {row['id']!r}"
+        if reason and reason != "blank_row" and on_bad_rows == "error":
+            named_by_id = reason not in ("empty_id", "id_not_text", "nul_bytes_in_id")
+            label = f"row id {row['id']!r}" if named_by_id else f"row {number}"
+            problem, fix = f"{reason.replace('_', ' ')}", "fix the data"
+            if reason.startswith("nul_bytes_in_"):
+                problem = f"NUL bytes in {reason.removeprefix('nul_bytes_in_')} (a disk block zeroed by a crash?)"
+                fix = "restore the file from a copy or delete them"
             raise DataError(
-                f"{where}: {label}: {reason.replace('_', ' ')}; fix the data, or set "
-                "data.on_bad_rows: drop to skip and count such rows"
+                f"{where}: {label}: {problem}; {fix}, or set data.on_bad_rows: drop to skip and count such rows"
             )
         if reason:
             dropped[reason] = dropped.get(reason, 0) + 1
@@ -324,6 +364,12 @@ def prepare_split(
         summary_len = len(tokenizer(summary, add_special_tokens=False)["input_ids"])
         room_after_prompt = summary_len + 1 if reserve is None else reserve
         if room_after_prompt >= max_length:
+            if on_bad_rows == "error":
+                raise DataError(
+                    f"{where}: row id {str(row['id'])!r}: summary too long: {summary_len} tokens (+1 for EOS) leave "
+                    f"no room for the dialogue within prompt.max_length {max_length}; shorten the summary, raise "
+                    "prompt.max_length, or set data.on_bad_rows: drop to skip and count such rows"
+                )
             stats.dropped["summary_too_long"] = stats.dropped.get("summary_too_long", 0) + 1
             continue
         dialogue, truncated = fit_dialogue(dialogue, template, tokenizer, max_length - room_after_prompt)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.constructor import DuplicateKeyError
 
 PARAMS_PATH = Path("params.yaml")
 METRICS = ("rouge", "bleu", "meteor", "bertscore", "length")  # evaluate.metrics choices; phisum.metrics imports them
@@ -191,7 +193,9 @@ def _check_value(value: object, annotation: object, key: str) -> object:
         raise ParamsError(f"{key}: expected a finite number, got {value}")
     # bool is a subclass of int: `r: true` must not pass as 1.
     if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
-        raise ParamsError(f"{key}: expected {annotation.__name__}, got {value!r}")
+        # Ids and revisions are strings even when they are all digits (an int id in data is read as its string).
+        quote = f"; quote it: '{value}'" if annotation is str and type(value) in (int, float) else ""
+        raise ParamsError(f"{key}: expected {annotation.__name__}, got {value!r}{quote}")
     return value
 
 
@@ -230,20 +234,83 @@ def read_yaml(text: str) -> object:
     return YAML(typ="safe", pure=True).load(text)
 
 
-def load_params(path: Path = PARAMS_PATH) -> Params:
-    """Read and validate params.yaml."""
+UNDO = "or `git checkout params.yaml` for the committed one"
+# What YAML counts as a line break (and so ruamel's line numbers): not only "\n".
+YAML_LINE_BREAK = "\r\n|[\n\r\x85\u2028\u2029]"
+
+
+def key_path(lines: list[str], index: int, column: int, key: str) -> str:
+    """The dotted path of `key` at lines[index], column `column` (0-based), from the block keys above it."""
+    path = [key]
+    for line in reversed(lines[:index]):
+        indent = len(line) - len(line.lstrip(" "))
+        name, colon, _ = line.strip().partition(":")
+        if indent < column and colon and name and not name.startswith(("#", "-")):
+            path.insert(0, name.strip().strip("'\""))
+            column = indent
+            if indent == 0:
+                break
+    return ".".join(path)
+
+
+def yaml_error_line(path: Path, text: str, error: YAMLError) -> str:
+    """ruamel's error (several lines: problem, context, a caret) as one line naming the line and the fix."""
+    return " ".join(describe_yaml_error(path, text, error).split())  # a key or problem may hold a line break
+
+
+def describe_yaml_error(path: Path, text: str, error: YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or " ".join(str(error).split())
+    if mark is None:
+        return f"{path}: not valid YAML: {' '.join(problem.split())}; fix it, {UNDO}"
+    where = f"{path} line {mark.line + 1}"
+    lines = re.split(YAML_LINE_BREAK, text)
+    if isinstance(error, DuplicateKeyError):
+        key = problem.partition('"')[2].partition('"')[0]
+        first = next(
+            (
+                number
+                for number in range(error.context_mark.line, min(mark.line, len(lines)))
+                if lines[number][mark.column :].split(":")[0].strip().strip("'\"") == key
+                and len(lines[number]) - len(lines[number].lstrip(" ")) == mark.column
+            ),
+            error.context_mark.line,
+        )
+        dotted = key_path(lines, mark.line, mark.column, key)
+        return f"{where}: {dotted} is set twice (first on line {first + 1}); keep one of the two lines"
+    if "'\\t'" in problem:
+        return (
+            f"{where}, column {mark.column + 1}: a tab character; YAML indents and separates with spaces only: "
+            "replace the tab with spaces"
+        )
+    context = getattr(error, "context", None)
+    described = f"{context}: {problem}" if context else problem
+    at = f"at line {mark.line + 1}, column {mark.column + 1}"
+    return f"{path}: not valid YAML {at} ({' '.join(described.split())}); fix that line, {UNDO}"
+
+
+def read_params_file(path: Path = PARAMS_PATH) -> object:
+    """params.yaml's content, with every problem of the file itself (not of its keys) as one ParamsError line."""
     try:
-        raw = read_yaml(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found; run from the repository root") from None
     except UnicodeDecodeError as error:
         raise ParamsError(f"{path}: bytes that are not UTF-8 (at byte {error.start}); re-save it as UTF-8") from None
     except OSError as error:
         raise ParamsError(f"{path}: cannot be read ({error.strerror})") from None
+    try:
+        raw = read_yaml(text)
     except YAMLError as error:
-        # ruamel's message spans lines (problem, context, a caret under the column): keep it to one.
-        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
-    return parse_params(raw)
+        raise ParamsError(yaml_error_line(path, text, error)) from None
+    if raw is None:
+        raise ParamsError(f"{path}: empty (no keys); `git checkout params.yaml` restores the committed one")
+    return raw
+
+
+def load_params(path: Path = PARAMS_PATH) -> Params:
+    """Read and validate params.yaml."""
+    return parse_params(read_params_file(path))
 
 
 def to_dict(params: object) -> dict:

@@ -3,23 +3,23 @@
     python -m phisum.profile [--data DIR]
 
 Only the keys in profiles/cpu.yaml change; comments stay. `git checkout params.yaml` undoes it.
-The model and data directories it builds (and a --data directory inside the repository) are
-`dvc add`ed and their .dvc files staged in git: queued experiments (`dvc exp run --queue`) run in a
-copy of the git repository and only find what git or DVC tracks.
+The model and data directories it builds (and a --data directory inside the repository, unless git
+tracks it) are `dvc add`ed and their .dvc files staged in git: queued experiments (`dvc exp run --queue`)
+run in a copy of the git repository and only find what git or DVC tracks.
 """
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import click
 from ruamel.yaml import YAML
 
-from phisum.data import SPLITS, DataError, check_splits, load_splits
+from phisum.data import SPLITS, DataError, check_splits, load_splits, usable_rows
 from phisum.files import write_text
-from phisum.params import PARAMS_PATH, ParamsError, parse_params, read_yaml
+from phisum.params import PARAMS_PATH, ParamsError, load_params, parse_params, read_yaml
 from phisum.synthetic import write_dataset
-from phisum.tiny_model import PRETRAIN, build_tiny_model
 
 PROFILE_PATH = Path("profiles/cpu.yaml")
 SYNTHETIC_DIR = Path("data/synthetic")
@@ -51,6 +51,22 @@ def apply_overrides(params_text: str, overrides: dict) -> tuple[str, list[str]]:
     buffer = StringIO()
     yaml_rt.dump(document, buffer)
     return buffer.getvalue(), changes
+
+
+def in_git(directory: Path, files: list[Path]) -> bool:
+    """Whether git tracks the data directory (its split files, as load_splits found them): then a queued
+    experiment's copy of the repository has it already and DVC must not track it too (it refuses to)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--", str(directory)], capture_output=True, text=True)
+    tracked = {Path(name) for name in listed.stdout.split("\0") if name} if listed.returncode == 0 else set()
+    if not tracked:
+        return False
+    untracked = [str(path) for path in files if path not in tracked]
+    if untracked:
+        raise DataError(
+            f"{directory}: {', '.join(untracked)} not in git while other files of it are; `git add {directory}` "
+            f"to keep the data in git, or `git rm -r --cached {directory}` to let DVC track it"
+        )
+    return True
 
 
 def track_with_dvc(paths: list[Path]) -> None:
@@ -86,20 +102,21 @@ def first_dialogue_ids(rows: list[dict], count: int) -> list[str]:
 @click.option(
     "--pretrain-steps",
     type=click.IntRange(min=0),
-    default=PRETRAIN["steps"],
-    show_default=True,
+    default=None,
+    show_default="phisum.tiny_model.PRETRAIN's steps",
     help="Language-model steps on the training dialogues before saving the tiny model (0: random weights; "
     "the demo's stress test needs them, a pipeline check does not).",
 )
-def main(data_dir: str, pretrain_steps: int) -> None:
+def main(data_dir: str, pretrain_steps: int | None) -> None:
     try:
         switch_to_cpu_profile(data_dir, pretrain_steps)
     except (DataError, ParamsError) as error:
         raise click.ClickException(str(error)) from None
 
 
-def switch_to_cpu_profile(data_dir: str, pretrain_steps: int = PRETRAIN["steps"]) -> None:
-    params = parse_params(read_yaml(PARAMS_PATH.read_text(encoding="utf-8")))
+def switch_to_cpu_profile(data_dir: str, pretrain_steps: int | None = None) -> None:
+    """pretrain_steps: None for the tiny model's PRETRAIN steps."""
+    params = load_params(PARAMS_PATH)  # a broken params.yaml stops here, in one line, before any work
     if data_dir:
         # Inside the repository: a relative path DVC can track. Outside: absolute, seen by runs on this
         # machine only (a queued experiment too, but not a clone elsewhere).
@@ -111,15 +128,27 @@ def switch_to_cpu_profile(data_dir: str, pretrain_steps: int = PRETRAIN["steps"]
     # Bad data stops here, as prepare would stop, before minutes of building the tiny model.
     splits = load_splits(str(source), None)
     check_splits(splits, params.data.on_bad_rows)
+    git_data = not source.is_absolute() and in_git(source, [Path(where) for _, where in splits.values()])
+    # Imported only now (torch, transformers: seconds): bad params or data stop before it.
+    from phisum.tiny_model import PRETRAIN, build_tiny_model
+
     # The tokenizer learns from the training text it will see, plus the fixed prompt words.
     rows, _ = splits["train"]
     texts = [params.prompt.template] + [f"{r.get('dialogue', '')}\n{r.get('summary', '')}" for r in rows]
     dialogues = [r.get("dialogue", "") for r in rows]
-    build_tiny_model(texts, TINY_MODEL_DIR, params.seed, pretrain_texts=dialogues, pretrain_steps=pretrain_steps)
+    build_tiny_model(
+        texts,
+        TINY_MODEL_DIR,
+        params.seed,
+        pretrain_texts=dialogues,
+        pretrain_steps=PRETRAIN["steps"] if pretrain_steps is None else pretrain_steps,
+    )
     click.echo(f"built tiny Phi model in {TINY_MODEL_DIR}/ (tokenizer trained on {len(rows)} {SPLITS[0]} rows)")
-    tracked = [TINY_MODEL_DIR] + ([source] if not source.is_absolute() else [])
+    tracked = [TINY_MODEL_DIR] + ([source] if not source.is_absolute() and not git_data else [])
     track_with_dvc(tracked)
     click.echo(f"dvc add {' '.join(map(str, tracked))} (the .dvc files are staged: commit them with params.yaml)")
+    if git_data:
+        click.echo(f"{source} is tracked by git: queued experiments and clones get it from git, not DVC")
     if source.is_absolute():
         click.echo(f"note: {source} is outside the repository: DVC does not track it and a clone cannot pull it")
 
@@ -127,7 +156,8 @@ def switch_to_cpu_profile(data_dir: str, pretrain_steps: int = PRETRAIN["steps"]
     overrides["model"]["name"] = str(TINY_MODEL_DIR)
     overrides["data"]["source"] = str(source)
     if data_dir:  # show that data's own dialogues in the report
-        overrides["qualitative"] = {"ids": first_dialogue_ids(splits["test"][0], count=3)}
+        test_rows, _ = usable_rows(*splits["test"], params.data.on_bad_rows)  # no blank or dropped row
+        overrides["qualitative"] = {"ids": first_dialogue_ids(test_rows, count=3)}
     changes = rewrite_params(overrides)
     click.echo("params.yaml switched to the CPU profile (undo: git checkout params.yaml):")
     for line in changes:

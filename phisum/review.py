@@ -139,7 +139,7 @@ def read_json(path: str, rev: str | None) -> dict:
 
 def read_rows(path: str, rev: str | None) -> dict[str, dict]:
     """jsonl rows by id."""
-    return {row["id"]: row for row in map(json.loads, read_text(path, rev).splitlines()) if row}
+    return {row["id"]: row for row in map(json.loads, filter(None, read_text(path, rev).split("\n"))) if row}
 
 
 def lookup(metrics: dict, dotted: str) -> float | None:

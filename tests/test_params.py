@@ -1,10 +1,12 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from phisum.params import ParamsError, load_params, parse_params
-from tests.conftest import committed_params_text, set_params
+from tests.conftest import committed_params_text, invoke_stage, one_error_line, set_params, stage_env
 
 
 @pytest.fixture()
@@ -72,6 +74,8 @@ BAD_PARAMS = [
     ),
     ({"prompt": {"template": "Summarize: {text}"}}, "prompt.template: must contain the placeholder {dialogue}"),
     ({"qualitative": {"top_k": -1}}, "qualitative.top_k: must be >= 0, got -1"),
+    ({"qualitative": {"ids": ["test_0_1", 101]}}, "qualitative.ids[1]: expected str, got 101; quote it: '101'"),
+    ({"model": {"revision": 1234567}}, "model.revision: expected str, got 1234567; quote it: '1234567'"),
     ({"qualitative": {"random_examples": -1}}, "qualitative.random_examples: must be >= 0, got -1"),
     (
         ("lora:\n  r: 32", "lora:\n  rank: 8\n  r: 32"),
@@ -142,7 +146,11 @@ def test_values_and_keys_found_by_fuzzing_name_the_key_in_one_line(raw, edit, me
     ("content", "message"),
     [
         (b"seed: 42\nlora: \x80\n", "bytes that are not UTF-8 (at byte 15); re-save it as UTF-8"),
-        (b"seed: 42\nlora: [\n", "not valid YAML: while parsing a flow node expected the node content, but found"),
+        (
+            b"seed: 42\nlora: [\n",
+            "not valid YAML at line 3, column 1 (while parsing a flow node: expected the node content, but found "
+            "'<stream end>'); fix that line, or `git checkout params.yaml` for the committed one",
+        ),
     ],
 )
 def test_an_unreadable_params_file_is_one_line(tmp_path, content, message):
@@ -151,3 +159,63 @@ def test_an_unreadable_params_file_is_one_line(tmp_path, content, message):
         load_params(tmp_path / "params.yaml")
     assert str(error.value).startswith(f"{tmp_path / 'params.yaml'}: {message}")
     assert "\n" not in str(error.value)
+
+
+# Edits DVC itself reports in several lines (before any stage runs): each is one line here, naming the line.
+# The committed params.yaml has `  r: 32` on line 29 and `  alpha: 32` on line 30.
+SYNTAX_ERRORS = {
+    "duplicated-key": (
+        ("  alpha: 32", "  r: 16\n  alpha: 32"),
+        "params.yaml line 30: lora.r is set twice (first on line 29); keep one of the two lines",
+    ),
+    "tab-indented": (
+        ("  alpha: 32", "\talpha: 32"),
+        "params.yaml line 30, column 1: a tab character; YAML indents and separates with spaces only: "
+        "replace the tab with spaces",
+    ),
+    "empty": (None, "params.yaml: empty (no keys); `git checkout params.yaml` restores the committed one"),
+}
+
+
+def write_syntax_error(directory: Path, edit: tuple[str, str] | None) -> None:
+    if edit is None:
+        (directory / "params.yaml").write_text("")
+        return
+    lines = committed_params_text().split("\n")
+    assert (lines[28], lines[29]) == (
+        "  r: 32  # adapter rank; `dvc exp run -S lora.r=16` tries a smaller one",
+        "  alpha: 32  # scaling = alpha / r",
+    )
+    write_bad_params(directory, edit)
+
+
+@pytest.mark.parametrize(("edit", "expected"), SYNTAX_ERRORS.values(), ids=SYNTAX_ERRORS.keys())
+def test_a_params_syntax_error_stops_a_stage_in_one_line_naming_the_line(tmp_path, monkeypatch, edit, expected):
+    write_syntax_error(tmp_path, edit)
+    monkeypatch.chdir(tmp_path)
+    assert one_error_line(invoke_stage("prepare")) == f"Error: {expected}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize(("edit", "expected"), SYNTAX_ERRORS.values(), ids=SYNTAX_ERRORS.keys())
+def test_a_params_syntax_error_stops_the_cpu_profile_before_it_builds_anything(tmp_path, edit, expected):
+    """`make demo`'s first step: nothing written (no synthetic data, no tiny model) and params.yaml unchanged."""
+    write_syntax_error(tmp_path, edit)
+    before = (tmp_path / "params.yaml").read_bytes()
+    done = subprocess.run(
+        [sys.executable, "-m", "phisum.profile"], cwd=tmp_path, env=stage_env(), capture_output=True, text=True
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", f"Error: {expected}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+    assert (tmp_path / "params.yaml").read_bytes() == before
+
+
+def test_a_key_set_twice_in_a_nested_block_is_named_by_its_path(tmp_path):
+    text = committed_params_text().replace("  eval_rows:", "  learning_rate: 1.0e-3\n  eval_rows:", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    first = text.split("\n").index("  learning_rate: 2.0e-4") + 1
+    with pytest.raises(ParamsError) as error:
+        load_params(tmp_path / "params.yaml")
+    assert str(error.value).endswith(
+        f"train.learning_rate is set twice (first on line {first}); keep one of the two lines"
+    )
