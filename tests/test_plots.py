@@ -63,3 +63,19 @@ def test_plot_texts_are_csv_files_that_read_back_field_for_field(tmp_path):
     assert list(csv.DictReader(io.StringIO(lengths))) == [
         {"dialogue": 'test_1,"x"', "reference_words": "2.0", "prediction_words": "2"}
     ]
+
+
+def test_templates_draw_the_loss_on_a_log_axis_and_never_cut_a_legend():
+    """Seen in headless Chromium (`dvc plots diff` with --html-template): on a linear axis the first 20 steps
+    flattened both revisions' curves into one line, and the bar legend's title read "model (revisio"."""
+    import json
+
+    from tests.conftest import ROOT
+
+    loss = json.loads((ROOT / ".dvc/plots/train_and_validation.json").read_text())
+    assert loss["encoding"]["y"]["scale"]["type"] == "log"
+    points = next(layer for layer in loss["layer"] if layer["mark"]["type"] == "point")
+    assert points["mark"]["size"] >= 60 and points["mark"]["stroke"] == "black"  # validation points stand out
+    for name in ("train_and_validation", "bars_by_file"):
+        legend = json.loads((ROOT / f".dvc/plots/{name}.json").read_text())["encoding"]["color"]["legend"]
+        assert legend["titleLimit"] == legend["labelLimit"] == 0, name  # 0: no limit
