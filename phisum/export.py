@@ -1,6 +1,10 @@
 """Merge a trained adapter into a full-precision copy of its base model and save it as safetensors.
 
-    python -m phisum.export [--adapter-dir models/adapter] [--out-dir models/merged]
+    python -m phisum.export [--adapter-dir models/adapter] [--out-dir models/merged] [--dtype float32]
+
+The default is float32 (full precision: what merging computes in). For serving on a GPU, `--dtype bfloat16`
+(compute capability 8.0 and up) or `--dtype float16` (a T4) halves the size; Phi-2 in float16 can overflow
+in attention, which is why the pipeline computes in bfloat16 where it can.
 
 Not a pipeline stage: the adapter is the product; merging is for serving without peft. The base
 model (name and revision) is read from the adapter's params.json, so it is the one trained on.
@@ -42,7 +46,7 @@ def merge_adapter(adapter_dir: Path, out_dir: Path, dtype: torch.dtype = torch.f
 @click.command()
 @click.option("--adapter-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default="models/adapter")
 @click.option("--out-dir", type=click.Path(path_type=Path), default="models/merged")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float16")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 def main(adapter_dir: Path, out_dir: Path, dtype: str) -> None:
     merge_adapter(adapter_dir, out_dir, getattr(torch, dtype))
     click.echo(f"merged {adapter_dir} into its base model: {out_dir}/")

@@ -41,6 +41,20 @@ Count = Annotated[int, Rule(lambda v: v >= 0, "must be >= 0, got {value}")]
 EMPTY_REVISION = "empty; give a commit hash from the hub, or null for the latest (and for a local directory)"
 Revision = Annotated[str | None, Rule(lambda v: v.strip() != "", EMPTY_REVISION)]
 # The optimizers this recipe is meant for (TrainingArguments.optim names); others need their own testing.
+# evaluate.primary_metric choices: per-dialogue scores (protocol.name in metrics/<model>.json) where higher is
+# better, which the review can bootstrap; its one-line verdict is on this metric alone.
+PRIMARY_METRICS = (
+    "pooled_reference.rouge1",
+    "pooled_reference.rouge2",
+    "pooled_reference.rougeL",
+    "best_reference.rouge1",
+    "best_reference.rouge2",
+    "best_reference.rougeL",
+    "best_reference.rougeLsum",
+    "best_reference.meteor",
+    "best_reference.bertscore_f1",
+)
+PrimaryMetric = Literal[PRIMARY_METRICS]
 Optimizer = Literal[
     "paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit", "adamw_torch", "adamw_torch_fused", "adafactor"
 ]
@@ -126,6 +140,7 @@ class EvaluateParams:
     bertscore_layers: PositiveInt
     bertscore_rescale: bool
     bootstrap_resamples: PositiveInt
+    primary_metric: PrimaryMetric
 
     def check(self) -> None:
         # Not list[Literal[...]]: one message naming every unknown metric reads better than one per position.

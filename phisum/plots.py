@@ -10,34 +10,38 @@ import csv
 import io
 from pathlib import Path
 
+from phisum.labels import label
 from phisum.metrics import count_words
 
 MODELS = ("base", "peft")
 
 
-# (bar label, protocol block, key) of the headline scores; all on a 0-1 scale except length_ratio (~1 is right).
+# Key paths in metrics/<model>.json of the headline scores, bars labelled as everywhere (phisum/labels.py);
+# all on a 0-1 scale except length_ratio (~1 is right), and sacreBLEU, drawn divided by 100.
 HEADLINE = (
-    ("pooled_rouge1", "pooled_reference", "rouge1"),
-    ("pooled_rouge2", "pooled_reference", "rouge2"),
-    ("pooled_rougeL", "pooled_reference", "rougeL"),
-    ("best_ref_rouge1", "best_reference", "rouge1"),
-    ("best_ref_meteor", "best_reference", "meteor"),
-    ("sacrebleu_div_100", "all_references", "bleu"),
-    ("length_ratio", "all_references", "length_ratio"),
+    "pooled_reference.rouge1",
+    "pooled_reference.rouge2",
+    "pooled_reference.rougeL",
+    "best_reference.rouge1",
+    "best_reference.meteor",
+    "all_references.bleu",
+    "all_references.length_ratio",
+    "best_reference.bertscore.f1",
 )
+SCALED = {"all_references.bleu": 100}
 
 
 def score_rows(metrics: dict) -> list[tuple[str, float]]:
-    """(metric, value) of one model's headline scores (metrics switched off are left out) and stress rates."""
+    """(metric label, value) of one model's headline scores (metrics switched off are left out) and stress rates."""
     rows = []
-    for label, protocol, key in HEADLINE:
-        value = metrics.get(protocol, {}).get(key)
-        if isinstance(value, int | float):
-            rows.append((label, round(value / 100, 4) if label == "sacrebleu_div_100" else value))
-    bertscore = metrics.get("best_reference", {}).get("bertscore")
-    if isinstance(bertscore, dict):
-        rows.append(("best_ref_bertscore_f1", bertscore["f1"]))
-    rows += [(f"stress_{name}", value) for name, value in metrics["stress"].items() if isinstance(value, float)]
+    for key in HEADLINE:
+        node = metrics
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, int | float) and not isinstance(node, bool):
+            scale = SCALED.get(key)
+            rows.append((f"{label(key)} / {scale}", round(node / scale, 4)) if scale else (label(key), node))
+    rows += [(label(f"stress.{name}"), value) for name, value in metrics["stress"].items() if isinstance(value, float)]
     return rows
 
 

@@ -5,11 +5,15 @@
 1. Stale check: `dvc status` must be clean and the pipeline files committed, so the metrics under
    review are the outputs of the committed code, params and data. Otherwise: one `Error:` line
    naming the stage or file, exit 1, no report (CI posts that line instead).
-2. The headline metrics of both revisions, base model and PEFT.
-3. PEFT of this revision minus PEFT of the base revision, per metric and on the stress benchmark,
-   with a 95% paired bootstrap interval over the dialogues both revisions scored. The per-example
+2. The verdict, one line first: better, worse, or no difference beyond noise on the primary metric
+   (`evaluate.primary_metric`), PEFT of this revision minus PEFT of the base revision, with its 95%
+   paired bootstrap interval. It is the one confirmatory test.
+3. The headline metrics of both revisions, base model and PEFT.
+4. The same difference for every other score and the stress benchmark (exploratory): interval, the
+   bootstrap p-value and its Holm adjustment over those scores; "beyond noise" reads the adjusted p.
+   Pairs are checked by id: both revisions must have scored the same test dialogues. The per-example
    scores of the base revision are read through DVC (`dvc.api`, from the cache or the remote).
-4. The test dialogues whose PEFT summaries changed most, side by side.
+5. The test dialogues whose PEFT summaries changed most, side by side.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import click
 from rouge_score import rouge_scorer
 
 from phisum.files import write_text
+from phisum.labels import label
 from phisum.metrics import CORPUS_METRICS
-from phisum.significance import COMPARISONS, paired_bootstrap
+from phisum.significance import COMPARISONS, PairingError, check_paired, holm, paired_bootstrap
 from phisum.stress import PAIRED_SCORES
 
 SCORED_TEST = "data/scored/{model}/test.jsonl"
@@ -34,28 +39,35 @@ NO_DIRECTION = {
     "word_length_ratio",
     "prediction_words",
 }  # neither more nor less is better: higher/lower
-# (key path in metrics/<model>.json, label) of the headline table; keys a revision lacks show as "n/a".
+# Key paths in metrics/<model>.json of the headline table (labels: phisum/labels.py); keys a revision lacks
+# show as "n/a".
 HEADLINE = (
-    ("pooled_reference.rouge1", "ROUGE-1 pooled"),
-    ("pooled_reference.rouge2", "ROUGE-2 pooled"),
-    ("pooled_reference.rougeL", "ROUGE-L pooled"),
-    ("best_reference.rouge1", "ROUGE-1 best-ref"),
-    ("best_reference.rougeLsum", "ROUGE-Lsum best-ref"),
-    ("all_references.bleu", "sacreBLEU"),
-    ("best_reference.meteor", "METEOR best-ref"),
-    ("best_reference.bertscore.f1", "BERTScore F1 best-ref"),
-    ("all_references.length_ratio", "length ratio (13a tokens)"),
-    ("empty_predictions", "empty summaries"),
-    ("cut_off_predictions", "cut-off summaries"),
-    ("stress.final_time_accuracy", "stress: final time"),
-    ("stress.red_herring_rate", "stress: red herring"),
-    ("stress.action_item_recall", "stress: action items"),
+    "pooled_reference.rouge1",
+    "pooled_reference.rouge2",
+    "pooled_reference.rougeL",
+    "best_reference.rouge1",
+    "best_reference.rougeLsum",
+    "all_references.bleu",
+    "best_reference.meteor",
+    "best_reference.bertscore.f1",
+    "all_references.length_ratio",
+    "empty_predictions",
+    "cut_off_predictions",
+    "stress.final_time_accuracy",
+    "stress.red_herring_rate",
+    "stress.action_item_recall",
 )
-# Per-dialogue scores on disk (data/scored); corpus BLEU and length_ratio have none, so they are in the table only.
-PER_DIALOGUE_SCORES = tuple(
-    key for names in COMPARISONS.values() for name, key in names.items() if name not in CORPUS_METRICS
-)
-TRAIN_HEADLINE = (("last_loss", "last train loss"), ("last_eval_loss", "last validation loss"))
+# Per-dialogue scores on disk (data/scored) and their metrics-file keys (protocol.name, as the labels and
+# evaluate.primary_metric name them); corpus BLEU and length_ratio have none, so they are in the table only.
+SCORE_KEYS = {
+    key: f"{protocol}.{name}"
+    for protocol, names in COMPARISONS.items()
+    for name, key in names.items()
+    if name not in CORPUS_METRICS
+}
+PER_DIALOGUE_SCORES = tuple(SCORE_KEYS)
+TRAIN_HEADLINE = ("last_loss", "last_eval_loss")
+ALPHA = 0.05
 PIPELINE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml")
 
 
@@ -164,47 +176,76 @@ def headline_table(runs: dict[str, dict], labels: dict[str, str]) -> list[str]:
         "|---|---:|---:|---:|---:|",
     ]
     rows = []
-    for key, label in HEADLINE:
+    for key in HEADLINE:
         values = [lookup(runs[rev][model], key) for model in ("base", "peft") for rev in (base_rev, this_rev)]
         if any(v is not None for v in values):
-            rows.append(f"| {label} | " + " | ".join(map(fmt, values)) + " |")
-    for key, label in TRAIN_HEADLINE:
+            rows.append(f"| {label(key)} | " + " | ".join(map(fmt, values)) + " |")
+    for key in TRAIN_HEADLINE:
         values = [lookup(runs[rev]["train"], key) for rev in (base_rev, this_rev)]
         if any(v is not None for v in values):
-            rows.append(f"| {label} | | | {fmt(values[0])} | {fmt(values[1])} |")
+            rows.append(f"| {label(f'train.{key}')} | | | {fmt(values[0])} | {fmt(values[1])} |")
     return header + rows
 
 
-def verdict(name: str, result: dict) -> str:
-    """'worse by 0.012 [-0.03, -0.001], beyond noise' for this revision minus the base revision."""
-    delta, low, high = result["delta"], result["ci_low"], result["ci_high"]
+def direction(name: str, delta: float) -> str:
+    """'better'/'worse' (or 'higher'/'lower' for a score with no better direction) for a change of delta."""
     if name in NO_DIRECTION:
-        word = "higher" if delta > 0 else "lower"
+        return "higher" if delta > 0 else "lower"
+    better = delta < 0 if name in LOWER_IS_BETTER else delta > 0
+    return "better" if better else "worse"
+
+
+def verdict(name: str, result: dict, adjusted_p: float | None = None) -> str:
+    """'worse by 0.012 [-0.03, -0.001], beyond noise' for this revision minus the base revision.
+
+    adjusted_p: the Holm-adjusted p-value of an exploratory score, which then decides "beyond noise";
+    without it (the primary metric), the 95% interval does.
+    """
+    delta, low, high = result["delta"], result["ci_low"], result["ci_high"]
+    if adjusted_p is None:
+        noise = "beyond noise" if low > 0 or high < 0 else "within noise (the interval includes 0)"
     else:
-        better = delta < 0 if name in LOWER_IS_BETTER else delta > 0
-        word = "better" if better else "worse"
-    noise = "beyond noise" if low > 0 or high < 0 else "within noise (the interval includes 0)"
+        beyond = adjusted_p < ALPHA
+        noise = f"p {result['p_value']:.3g}, Holm {adjusted_p:.3g}: " + ("beyond noise" if beyond else "within noise")
     if delta == 0:
         return f"unchanged [{low:+.4f}, {high:+.4f}], {noise}"
-    return f"{word} by {abs(delta):.4f} [{low:+.4f}, {high:+.4f}], {noise}"
+    return f"{direction(name, delta)} by {abs(delta):.4f} [{low:+.4f}, {high:+.4f}], {noise}"
+
+
+def headline_verdict(primary: str, result: dict | None, base: str) -> str:
+    """The report's first line: better, worse or no difference beyond noise on the primary metric."""
+    if result is None:
+        return (
+            f"**Verdict: none**: the primary metric {label(primary)} (`evaluate.primary_metric: {primary}`) was not "
+            "scored by both revisions (is its metric in `evaluate.metrics`?)"
+        )
+    low, high = result["ci_low"], result["ci_high"]
+    word = ("better" if result["delta"] > 0 else "worse") if low > 0 or high < 0 else "no difference beyond noise"
+    return (
+        f"**Verdict: {word}** on {label(primary)} (primary metric): this revision minus `{base}` "
+        f"{result['delta']:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}]"
+    )
 
 
 def paired_deltas(
     base_scores: dict[str, dict], this_scores: dict[str, dict], names: list[str], resamples: int, seed: int
 ) -> tuple[dict[str, dict], int]:
-    """{name: paired_bootstrap(base, this)} over the ids both revisions scored ({id: {name: score}}); that id count.
+    """{name: paired_bootstrap(base, this) with p_value} ({id: {name: score}} per revision); the dialogue count.
 
+    Pairs by id: both revisions must have scored the same ids (a ReviewError names the first that differs).
     A score that some row of either revision lacks (a metric switched off) is left out.
     """
-    common = sorted(set(base_scores) & set(this_scores))
-    if not common:
-        raise ReviewError("the two revisions scored no test dialogue in common: the comparison needs the same test set")
+    try:
+        check_paired(sorted(base_scores), sorted(this_scores), what="the ids the two revisions scored (sorted)")
+    except PairingError as error:
+        raise ReviewError(f"{error}; the comparison needs the same test set") from None
+    common = sorted(base_scores)
     results = {}
     for name in names:
         if all(name in scores[i] for scores in (base_scores, this_scores) for i in common):
             old = [float(base_scores[i][name]) for i in common]
             new = [float(this_scores[i][name]) for i in common]
-            results[name] = paired_bootstrap(old, new, resamples=resamples, seed=seed)
+            results[name] = paired_bootstrap(old, new, resamples=resamples, seed=seed, p_value=True)
     return results, len(common)
 
 
@@ -223,7 +264,7 @@ def param_changes(base: str) -> list[str]:
     from dvc.repo import Repo
 
     with Repo() as repo:
-        diff = repo.params.diff(a_rev=base)["diff"]
+        diff = repo.params.diff(a_rev=base).get("diff", {})  # DVC leaves "diff" out when nothing differs
     return [
         f"`{key}`: {change.get('old')} -> {change.get('new')}"
         for changes in diff.values()
@@ -235,35 +276,50 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def build_review(base: str, top: int, resamples: int, seed: int) -> str:
-    """The review markdown; raises ReviewError when the workspace is stale or a revision cannot be read."""
+def build_review(base: str, top: int, resamples: int, seed: int, primary: str) -> str:
+    """The review markdown; raises ReviewError when the workspace is stale or a revision cannot be read.
+
+    primary: evaluate.primary_metric (protocol.name), the verdict's one confirmatory score.
+    """
     check_not_stale()
     labels = {base: base, None: "this revision"}
     runs = {rev: {name: read_json(f"metrics/{name}.json", rev) for name in ("base", "peft", "train")} for rev in labels}
-    lines = [f"# Review: this revision against `{base}`", ""]
-    changes = param_changes(base)
-    lines += ["Params changed: " + (", ".join(changes) if changes else "none"), ""]
-    lines += ["Stale check: `dvc status` is clean and the pipeline files are committed.", ""]
-    lines += ["## Headline metrics", ""] + headline_table(runs, labels) + [""]
-
     scored = {rev: read_rows(SCORED_TEST.format(model="peft"), rev) for rev in labels}
     names = list(PER_DIALOGUE_SCORES)
     per_dialogue = {rev: {i: row["scores"] for i, row in rows.items()} for rev, rows in scored.items()}
     deltas, count = paired_deltas(per_dialogue[base], per_dialogue[None], names, resamples, seed)
     stress = {rev: read_rows(SCORED_STRESS.format(model="peft"), rev) for rev in labels}
     stress_deltas, stress_count = paired_deltas(stress[base], stress[None], list(PAIRED_SCORES), resamples, seed)
+    primary_name = next((name for name, key in SCORE_KEYS.items() if key == primary), None)
+    # The exploratory family: every other paired score, Holm-adjusted together.
+    exploratory = {SCORE_KEYS[name]: (name, result) for name, result in deltas.items() if name != primary_name}
+    exploratory |= {f"stress.{name}": (name, result) for name, result in stress_deltas.items()}
+    adjusted = holm({key: result["p_value"] for key, (_, result) in exploratory.items()})
+
+    lines = [headline_verdict(primary, deltas.get(primary_name), base), ""]
+    lines += [f"# Review: this revision against `{base}`", ""]
+    changes = param_changes(base)
+    lines += ["Params changed: " + (", ".join(changes) if changes else "none"), ""]
+    lines += ["Stale check: `dvc status` is clean and the pipeline files are committed.", ""]
+    lines += ["## Headline metrics", ""] + headline_table(runs, labels) + [""]
     lines += [
         f"## PEFT: this revision minus `{base}`",
         "",
         f"Paired bootstrap over the {count} test dialogues (and {stress_count} stress cases) both revisions "
-        f"scored; {resamples} resamples, seed {seed}, 95% interval. An interval that excludes 0 is a change the "
-        "test set can see.",
+        f"scored, paired by id; {resamples} resamples, seed {seed}, 95% percentile interval. The verdict above is "
+        f"the one confirmatory test ({label(primary)}, `evaluate.primary_metric`). The {len(exploratory)} scores "
+        "below are exploratory: with this many intervals some exclude 0 by chance, so each has the bootstrap "
+        f"p-value and its Holm adjustment over all {len(exploratory)}, and is beyond noise only when the adjusted "
+        f"p is below {ALPHA}.",
         "",
         "| score | this revision is |",
         "|---|---|",
     ]
-    lines += [f"| {name} | {verdict(name, result)} |" for name, result in deltas.items()]
-    lines += [f"| stress: {name} | {verdict(name, result)} |" for name, result in stress_deltas.items()]
+    if primary_name in deltas:
+        lines.append(f"| {label(primary)} (primary) | {verdict(primary_name, deltas[primary_name])} |")
+    lines += [
+        f"| {label(key)} | {verdict(name, result, adjusted[key])} |" for key, (name, result) in exploratory.items()
+    ]
     lines += ["", f"## Summaries that changed most (PEFT, {base} vs this revision)", ""]
     for dialogue_id, similarity in changed_most(scored[base], scored[None], top):
         old, new = scored[base][dialogue_id], scored[None][dialogue_id]
@@ -290,7 +346,8 @@ def main(base: str, out_path: Path, top: int) -> None:
 
     try:
         params = load_params()
-        report = build_review(base, top, params.evaluate.bootstrap_resamples, params.seed)
+        evaluate = params.evaluate
+        report = build_review(base, top, evaluate.bootstrap_resamples, params.seed, evaluate.primary_metric)
     except (ReviewError, ParamsError) as error:
         raise click.ClickException(str(error)) from None
     write_text(out_path, report + "\n")

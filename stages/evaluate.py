@@ -22,6 +22,7 @@ import click
 import numpy as np
 
 from phisum.files import INPUT_DIR, OUTPUT_DIR, atomic_outputs, json_text, read_jsonl, write_jsonl
+from phisum.labels import label
 from phisum.metrics import (
     ALL_REFERENCES_DEFINITION,
     HUMAN_DEFINITION,
@@ -35,7 +36,7 @@ from phisum.metrics import (
 from phisum.params import Params, ParamsError, load_params
 from phisum.plots import plot_texts
 from phisum.resources import ResourceError
-from phisum.significance import COMPARISONS, compare_systems, paired_bootstrap
+from phisum.significance import COMPARISONS, PairingError, check_paired, compare_systems, paired_bootstrap
 from phisum.stress import PAIRED_SCORES, aggregate_scores, score_summary
 
 PARAMS = ("seed", "evaluate")
@@ -108,11 +109,13 @@ def compare(params: Params, per_dialogue: dict[str, Scored], scored: dict[str, d
     base, peft = (per_dialogue[v] for v in VARIANTS)
     seed, resamples = params.seed, params.evaluate.bootstrap_resamples
     result = {"resamples": resamples, "stress": {}}
+    ids = tuple([row["id"] for row in scored[v]["test"]] for v in VARIANTS)
     for protocol, names in COMPARISONS.items():
         # A metric switched off in evaluate.metrics has no per-dialogue scores: nothing to compare.
         available = [name for name, key in names.items() if base.computed(key)]
-        deltas = compare_systems(base, peft, [names[n] for n in available], resamples=resamples, seed=seed)
+        deltas = compare_systems(base, peft, [names[n] for n in available], resamples=resamples, seed=seed, ids=ids)
         result[protocol] = {name: deltas[names[name]] for name in available}
+    check_paired(*([row["id"] for row in scored[v]["stress"]] for v in VARIANTS), what="base and peft stress cases")
     for key in PAIRED_SCORES:
         values = [[float(row[key]) for row in scored[v]["stress"]] for v in VARIANTS]
         result["stress"][key] = paired_bootstrap(*values, resamples=resamples, seed=seed)
@@ -127,14 +130,18 @@ def summary_table(metrics: dict[str, dict], comparison: dict) -> str:
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     columns = [
-        ("ROUGE-1 pooled", "pooled_reference", "rouge1"),
-        ("ROUGE-L pooled", "pooled_reference", "rougeL"),
-        ("ROUGE-1 best-ref", "best_reference", "rouge1"),
-        ("sacreBLEU", "all_references", "bleu"),
-        ("length_ratio per row", "per_row", "length_ratio"),
+        (label(f"{protocol}.{key}"), protocol, key)
+        for protocol, key in (
+            ("pooled_reference", "rouge1"),
+            ("pooled_reference", "rougeL"),
+            ("best_reference", "rouge1"),
+            ("all_references", "bleu"),
+            ("per_row", "length_ratio"),
+        )
     ]
+    tail = ("empty_predictions", "cut_off_predictions", "stress.final_time_accuracy")
     lines = [
-        "| | " + " | ".join(name for name, _, _ in columns) + " | empty | cut off | stress final-time accuracy |",
+        "| | " + " | ".join([name for name, _, _ in columns] + [label(key) for key in tail]) + " |",
         "|---" * (len(columns) + 4) + "|",
     ]
     # All references, then the models on equal terms with the human ceiling (the same n-1 reference subsets).
@@ -202,7 +209,10 @@ def main(predictions_dir: Path, scored_dir: Path, plots_dir: Path, metrics_dir: 
         human = score_human(params, predictions["test"])  # both models' test rows hold the same references
     except ResourceError as error:
         raise click.ClickException(str(error)) from None
-    comparison = compare(params, per_dialogue, scored)
+    try:
+        comparison = compare(params, per_dialogue, scored)
+    except PairingError as error:
+        raise click.ClickException(str(error)) from None
     # All outputs or none (a full disk keeps every previous one): scores, metrics and plots describe one run.
     with atomic_outputs(scored_dir) as outputs:
         for variant in VARIANTS:

@@ -27,3 +27,30 @@ def test_ci_workflow_runs_the_review_command_and_passes_actionlint(tmp_path):
     broken_path.write_text(broken)
     done = subprocess.run([*lint, str(broken_path)], capture_output=True, text=True)
     assert done.returncode == 1 and "no_such_ref" in done.stdout, done.stdout + done.stderr
+
+
+FAKE_TRACEBACK = 'Traceback (most recent call last):\n  File "x.py", line 1\nKeyError: diff\nmake: *** [review] Error 1'
+
+
+@pytest.mark.parametrize(
+    ("printed", "posted"),
+    [
+        (FAKE_TRACEBACK, "The review failed unexpectedly (not a stale check)."),
+        ("checking\nError: stage train is stale (lora)\nmake: *** Error 1", "Error: stage train is stale (lora)"),
+    ],
+)
+def test_a_failed_review_posts_one_line_and_the_log_link_never_a_traceback(tmp_path, printed, posted):
+    """The workflow's review step run by bash, with a `make` that fails the way the review can."""
+    steps = yaml.safe_load((ROOT / ".github/workflows/review.yml").read_text())["jobs"]["review"]["steps"]
+    step = next(step for step in steps if step.get("id") == "review")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "make").write_text(f"#!/bin/sh\ncat <<'OUT'\n{printed}\nOUT\nexit 2\n")
+    (bin_dir / "make").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "BASE": "origin/main", "LOG_URL": "https://ci.invalid/runs/7"}
+    done = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 1
+    comment = (tmp_path / "reports/review.md").read_text().splitlines()
+    assert comment[0] == "## Review: not made"
+    assert [line for line in comment[1:] if line] == [posted, "Log: https://ci.invalid/runs/7"]
+    assert "Traceback" not in "\n".join(comment)

@@ -1,14 +1,16 @@
 """dvc.yaml must declare what each stage really reads, or DVC skips stages that should rerun."""
 
 import ast
+import difflib
 import importlib
 import shlex
+import subprocess
 
 import click
 import pytest
 import yaml
 
-from tests.conftest import ROOT, dvc_stage
+from tests.conftest import ROOT, committed_params_text, dvc_stage
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 SCRIPTS = {name: name for name in ("prepare", "train", "generate", "evaluate", "qualitative")}
@@ -117,3 +119,50 @@ def test_every_path_in_a_stage_cmd_is_its_dep_or_out_and_every_dep_and_out_is_in
         assert any(covers(path, out) for path in outputs), f"{run}: out {out} is no path its cmd gives"
     for option in NOT_OUTS.get(name, ()):
         assert not any(covers(str(given[option]), out) for out in outs | deps), f"{run}: {option} is declared"
+
+
+def changed_lines(before: str, after: str) -> list[tuple[str, str]]:
+    """(old, new) per differing line of two texts with the same number of lines."""
+    old, new = before.splitlines(), after.splitlines()
+    assert len(old) == len(new), "\n".join(difflib.unified_diff(old, new, lineterm=""))
+    return [(a, b) for a, b in zip(old, new, strict=True) if a != b]
+
+
+@pytest.mark.parametrize("profile", ["committed", "cpu"])
+def test_dvc_exp_run_set_param_changes_exactly_one_line_of_params_yaml(tmp_path, profile):
+    """`dvc exp run -S lora.r=16` rewrites params.yaml with DVC's own writer (dvc.utils.hydra.apply_overrides,
+    ruamel round trip): the committed layout is the one it writes back, so a review sees a one-line diff."""
+    from dvc.utils.hydra import apply_overrides as dvc_apply_overrides
+
+    from phisum.profile import apply_overrides
+
+    text = committed_params_text()
+    if profile == "cpu":  # what `make demo` runs the experiment on
+        text, _ = apply_overrides(text, yaml.safe_load((ROOT / "profiles/cpu.yaml").read_text()))
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    dvc_apply_overrides(path, ["lora.r=32"])  # a value it already has: not a byte changes
+    assert path.read_text() == text
+    dvc_apply_overrides(path, ["lora.r=16"])
+    comment = "  # adapter rank; `dvc exp run -S lora.r=16` tries a smaller one"
+    assert changed_lines(text, path.read_text()) == [(f"  r: 32{comment}", f"  r: 16{comment}")]
+
+
+def test_every_score_the_review_plots_and_summary_show_has_one_label():
+    from phisum.labels import LABELS
+    from phisum.params import PRIMARY_METRICS
+    from phisum.plots import HEADLINE as PLOTTED
+    from phisum.review import HEADLINE, SCORE_KEYS
+    from phisum.significance import COMPARISONS
+
+    keys = {f"{protocol}.{name}" for protocol, names in COMPARISONS.items() for name in names}
+    keys |= set(HEADLINE) | set(PLOTTED) | set(SCORE_KEYS.values()) | set(PRIMARY_METRICS)
+    assert keys - set(LABELS) == set()
+    assert yaml.safe_load(committed_params_text())["evaluate"]["primary_metric"] in PRIMARY_METRICS
+
+
+def test_files_dvc_writes_for_a_user_are_not_committed_by_git_add_all():
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "dvc_plots/index.html"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert ignored.stdout.strip() == "dvc_plots/index.html"

@@ -48,10 +48,10 @@ def test_base_and_peft_scores_are_two_series_with_the_metrics_file_values(shown,
     for model in ("base", "peft"):
         metrics = json.loads((repo / f"metrics/{model}.json").read_text())
         by_metric = {p["metric"]: float(p["value"]) for p in points if p["filename"] == f"{model}.csv"}
-        assert by_metric["pooled_rouge1"] == metrics["pooled_reference"]["rouge1"]
-        assert by_metric["sacrebleu_div_100"] == round(metrics["all_references"]["bleu"] / 100, 4)
-        assert by_metric["best_ref_bertscore_f1"] == metrics["best_reference"]["bertscore"]["f1"]
-        assert by_metric["stress_red_herring_rate"] == metrics["stress"]["red_herring_rate"]
+        assert by_metric["ROUGE-1 pooled"] == metrics["pooled_reference"]["rouge1"]
+        assert by_metric["sacreBLEU / 100"] == round(metrics["all_references"]["bleu"] / 100, 4)
+        assert by_metric["BERTScore F1 best-ref"] == metrics["best_reference"]["bertscore"]["f1"]
+        assert by_metric["stress: red herring"] == metrics["stress"]["red_herring_rate"]
     spec = shown[SCORES][0]["content"]
     assert spec["encoding"]["color"]["field"] == spec["encoding"]["yOffset"]["field"] == "series"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from phisum.metrics import Scored, score_groups
-from phisum.significance import compare_systems, paired_bootstrap
+from phisum.significance import PairingError, bootstrap_p_value, check_paired, compare_systems, holm, paired_bootstrap
 from tests.test_scoring import GROUPS
 
 
@@ -69,3 +69,34 @@ def test_compare_systems_on_scored_groups_for_a_mean_and_a_corpus_metric():
     }
     same = compare_systems(base, base, ["rouge1", "bleu"], resamples=100, seed=0)
     assert same == {"rouge1": interval(0.0, 0.0, 0.0, 100), "bleu": interval(0.0, 0.0, 0.0, 100)}
+
+
+def test_holm_multiplies_the_kth_smallest_p_by_m_minus_k_plus_1_and_keeps_the_order():
+    # m = 4. Sorted: a 0.01 x 4 = 0.04; c 0.03 x 3 = 0.09; b 0.04 x 2 = 0.08, raised to 0.09 (monotone);
+    # d 0.2 x 1 = 0.2. Only a stays below 0.05 although a, b and c are each below it unadjusted.
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.2})
+    assert list(adjusted) == ["a", "b", "c", "d"]
+    assert adjusted == pytest.approx({"a": 0.04, "b": 0.09, "c": 0.09, "d": 0.2})
+    assert holm({"x": 0.6, "y": 0.5}) == {"x": 1.0, "y": 1.0}  # 0.5 x 2 = 1.0; 0.6 x 1 raised to 1.0
+
+
+def test_bootstrap_p_value_of_a_constant_shift_and_of_no_difference():
+    base = [0.1, 0.5, 0.3, 0.9]
+    # Every one of 999 resampled deltas is 0.25 > 0: none at or below 0, so p = 2 * (0 + 1) / (999 + 1).
+    shifted = paired_bootstrap(base, [score + 0.25 for score in base], resamples=999, seed=0, p_value=True)
+    assert shifted["p_value"] == 0.002
+    # All deltas 0: every resample is on both sides of 0, so p = 2 * 1000 / 1000 capped at 1.
+    assert paired_bootstrap(base, base, resamples=999, seed=0, p_value=True)["p_value"] == 1.0
+    assert bootstrap_p_value(np.array([-1.0, 1.0, 2.0, 3.0])) == 2 * 2 / 5  # one at or below 0: 2 * (1 + 1) / 5
+
+
+def test_compare_systems_pairs_by_id_and_names_the_first_differing_id():
+    base, peft = lengths((1, 4), (9, 6), (2, 2)), lengths((4, 4), (6, 6), (2, 2))
+    same = compare_systems(base, peft, ["length_ratio"], 10, seed=0, ids=(["a", "b", "c"], ["a", "b", "c"]))
+    assert same["length_ratio"]["delta"] == 0.0
+    with pytest.raises(PairingError, match="row 2 is 'b' in the first, 'c' in the second"):
+        compare_systems(base, peft, ["length_ratio"], 10, seed=0, ids=(["a", "b", "c"], ["a", "c", "b"]))
+    with pytest.raises(PairingError, match="'c' is only in the first"):
+        check_paired(["a", "b", "c"], ["a", "b"])
+    with pytest.raises(PairingError, match="'z' is only in the second"):
+        check_paired(["a"], ["a", "z"])
