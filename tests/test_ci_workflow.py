@@ -54,3 +54,16 @@ def test_a_failed_review_posts_one_line_and_the_log_link_never_a_traceback(tmp_p
     assert comment[0] == "## Review: not made"
     assert [line for line in comment[1:] if line] == [posted, "Log: https://ci.invalid/runs/7"]
     assert "Traceback" not in "\n".join(comment)
+
+
+def test_make_remote_in_a_fresh_clone_shows_what_setup_installs_and_pips_progress(tmp_path):
+    """`make remote` (and every target) first runs `make setup`: minutes of pip that must not be silent."""
+    # -n prints the commands; it still runs the recursive `$(MAKE) wordnet` line, which fails without the venv.
+    done = subprocess.run(
+        ["make", "-n", "remote", f"VENV={tmp_path / 'fresh-venv'}"], cwd=ROOT, capture_output=True, text=True
+    )
+    commands = done.stdout.splitlines()
+    (install,) = [line for line in commands if "install" in line and "-r requirements.txt" in line]
+    assert " -q" not in install and "--progress-bar on" in install
+    (said,) = [i for i, line in enumerate(commands) if line.startswith("echo") and "installing requirements" in line]
+    assert said < commands.index(install)
