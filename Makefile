@@ -30,9 +30,13 @@ export GIT_COMMITTER_EMAIL ?= $(GIT_AUTHOR_EMAIL)
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml setup/torch_build.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "make setup: installing requirements.txt into $(VENV) (about 5 minutes the first time; pip lists each package)"
+	@# First the torch build this machine's NVIDIA driver runs: setup/torch_build.py says which and why in one
+	@# line and prints the pip arguments for it (none without a driver: requirements.txt's pin from PyPI, as is).
+	torch_args=$$($(BIN)/python setup/torch_build.py --python $(BIN)/python) && if [ -n "$$torch_args" ]; then \
+		$(BIN)/pip install --disable-pip-version-check --progress-bar on $$torch_args; fi
 	$(BIN)/pip install --disable-pip-version-check --progress-bar on -r requirements.txt
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
 	$(BIN)/python -m phisum.resources 2>/dev/null || { $(MAKE) --no-print-directory wordnet && $(BIN)/python -m phisum.resources; }
