@@ -9,8 +9,12 @@ batch 1, on random token rows with a completion mask, at 512/1,024/2,048 tokens,
 GradScaler and TRL's torch loss kernels (the T4 path) and in bf16. Generation loads a fresh 4-bit
 model plus the adapter saved by training and runs phisum.generation one prompt at a time and batched.
 Answers: peak memory (and whether the seed's configuration fits a 16 GB T4 with the CUDA context
-counted), tokens/s and MFU (model FLOPs), batched vs one-at-a-time outputs, finite logits on
-left-padded batches, and the library versions it ran with. Meant to finish in under 8 minutes.
+counted), tokens/s and MFU (model FLOPs), batched vs one-at-a-time outputs (compared by generated token
+ids: text hides ids that decode to nothing, and the same text spelled in other tokens), finite logits on
+left-padded batches, and the library versions it ran with. Each training row names its compute dtype and
+the loss-kernel path TRL actually took (Triton or torch, seen while it trained), and the rows are keyed by
+both, so fp16 (torch kernels, as on a T4) and bf16 (Triton where available) are never taken for a dtype-only
+comparison. Meant to finish in under 8 minutes.
 --dry-run checks the full-size configs on the meta device, then runs every step above on the CPU
 with a tiny random Phi, float32 and short lengths (what CI can check without a GPU).
 """
@@ -36,7 +40,7 @@ from peft import PeftModel, get_peft_model
 from transformers import PhiConfig, TrainerCallback
 
 from phisum.fullsize import PHI2_PARAMS, load_recipe, meta_model, synthetic_texts, write_random_phi2
-from phisum.generation import NonFiniteScoresError, generate_summaries, masked_attention_kernels
+from phisum.generation import NonFiniteScoresError, cut_at_stop_string, generate_summaries, masked_attention_kernels
 from phisum.modeling import build_lora_config, build_quantization_config, load_base_model, load_tokenizer
 from phisum.params import ModelParams, ParamsError
 from phisum.prompt import build_prompt
@@ -114,6 +118,36 @@ class StepClock(TrainerCallback):
         self.ends.append(time.perf_counter())
 
 
+class LossKernelPath:
+    """The path TRL's chunked log-prob loss takes while training: its own `_use_triton` answers, recorded.
+
+    TRL decides per call (`_use_triton(device)` in trl.kernels.chunked_logprob), so the answer is read where
+    it is given rather than predicted: "triton", "torch", "mixed", or "not called" (the loss went elsewhere).
+    """
+
+    def __init__(self) -> None:
+        self.answers: list[bool] = []
+
+    def __enter__(self) -> LossKernelPath:
+        self.original = trl.kernels.chunked_logprob._use_triton
+
+        def recorded(device):
+            answer = self.original(device)
+            self.answers.append(answer)
+            return answer
+
+        trl.kernels.chunked_logprob._use_triton = recorded
+        return self
+
+    def __exit__(self, *exc) -> None:
+        trl.kernels.chunked_logprob._use_triton = self.original
+
+    @property
+    def path(self) -> str:
+        taken = {"triton" if answer else "torch" for answer in self.answers}
+        return taken.pop() if len(taken) == 1 else ("mixed" if taken else "not called")
+
+
 def run_params(params_path: Path, model_dir: Path, device: str, max_length: int):
     """params.yaml's recipe on the benchmark model; batch 1 without accumulation (peak memory is per micro-batch)."""
     params = load_recipe(params_path)
@@ -160,10 +194,13 @@ def train_one_dtype(params, compute_dtype, steps: int, seq_lengths, memory: Memo
             clock = StepClock(memory)
             trainer.add_callback(clock)
             memory.reset()
-            trainer.train()
+            with LossKernelPath() as loss_kernels:
+                trainer.train()
         warm = 2  # the first steps allocate optimizer state and pick kernels
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         results[seq_len] = {
+            "compute_dtype": str(compute_dtype).removeprefix("torch."),
+            "loss_kernels": loss_kernels.path,
             "tokens_per_s": round(seq_len * (steps - warm) / (clock.ends[-1] - clock.ends[warm - 1]), 1),
             **memory.peak(),
             "first_loss": losses[0],
@@ -195,6 +232,62 @@ def check_padded_logits(model, tokenizer, prompts: list[str], device: torch.devi
     return finite
 
 
+class GeneratedIds:
+    """The token ids phisum.generation generates for each prompt, read off the model's own `generate` calls.
+
+    generate_summaries returns text only; this wraps the model's `generate` for the duration (passing every
+    call through unchanged) and maps each output row back to its prompt by the row's unpadded prompt ids.
+    """
+
+    def __init__(self, model, tokenizer, prompts: list[str]) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.prompt_rows: dict[tuple, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            self.prompt_rows.setdefault(tuple(tokenizer(prompt)["input_ids"]), []).append(i)
+        self.ids: list[list[int] | None] = [None] * len(prompts)
+
+    def __enter__(self) -> GeneratedIds:
+        generate = self.model.generate
+
+        def recorded(*args, **kwargs):
+            output = generate(*args, **kwargs)
+            input_ids, mask = kwargs["input_ids"], kwargs["attention_mask"].bool()
+            for row in range(input_ids.shape[0]):
+                waiting = self.prompt_rows[tuple(input_ids[row][mask[row]].tolist())]
+                self.ids[waiting.pop(0)] = output[row, input_ids.shape[1] :].tolist()
+            return output
+
+        self.model.generate = recorded
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.model.generate  # the class's method again
+
+    def rows(self, outputs: list[dict], stop_strings) -> list[dict]:
+        """Per prompt: the ids up to the first EOS or pad (a finished row of a batch is padded), and the text.
+
+        The ids must decode to generate_summaries' text, or the rows were matched to the wrong prompts.
+        """
+        ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        rows = []
+        for i, (ids, output) in enumerate(zip(self.ids, outputs, strict=True)):
+            kept = ids[: next((at for at, token in enumerate(ids) if token in ends), len(ids))]
+            decoded = cut_at_stop_string(self.tokenizer.decode(kept, skip_special_tokens=True), list(stop_strings))
+            assert decoded[0].strip() == output["text"], f"prompt {i}: recorded ids do not decode to its summary"
+            rows.append({"ids": kept, "text": output["text"]})
+        return rows
+
+
+def compare_outputs(rows: list[dict], reference: list[dict]) -> dict:
+    """How many prompts' outputs differ from the reference's (one prompt at a time), by token ids and by text."""
+    pairs = list(zip(rows, reference, strict=True))
+    return {
+        "differ_from_batch_1": sum(a["ids"] != b["ids"] for a, b in pairs),
+        "differing_prompts": [i for i, (a, b) in enumerate(pairs) if a["ids"] != b["ids"]],
+        "text_differs_from_batch_1": sum(a["text"] != b["text"] for a, b in pairs),
+    }
+
+
 def measure_generation(params, compute_dtype, adapter_dir: Path, settings: dict, memory: Memory) -> dict:
     """A fresh 4-bit model plus the saved adapter: one-at-a-time against batched greedy generation."""
     rng = random.Random(0)
@@ -205,28 +298,29 @@ def measure_generation(params, compute_dtype, adapter_dir: Path, settings: dict,
     model.eval()
     device = next(model.parameters()).device
     results: dict = {"finite_logits": check_padded_logits(model, tokenizer, prompts, device)}
-    texts = {}
+    generated = {}
     for size in settings["batch_sizes"]:
         memory.reset()
         started = time.perf_counter()
         try:
-            outputs = generate_summaries(
-                model, tokenizer, prompts, settings["new_tokens"], size, params.generate.stop_strings
-            )
+            with GeneratedIds(model, tokenizer, prompts) as recorded:
+                outputs = generate_summaries(
+                    model, tokenizer, prompts, settings["new_tokens"], size, params.generate.stop_strings
+                )
         except NonFiniteScoresError as error:
             results[size] = {"non_finite_prompts": error.prompts}
             continue
         memory.sync()
-        texts[size] = [row["text"] for row in outputs]
         seconds = time.perf_counter() - started
+        generated[size] = recorded.rows(outputs, params.generate.stop_strings)
         results[size] = {
             "prompts_per_s": round(len(prompts) / seconds, 2),
             "new_tokens": sum(row["new_tokens"] for row in outputs),
             **memory.peak(),
         }
     first = settings["batch_sizes"][0]
-    for size in texts:
-        results[size]["differ_from_batch_1"] = sum(a != b for a, b in zip(texts[size], texts[first], strict=True))
+    for size in generated:
+        results[size].update(compare_outputs(generated[size], generated[first]))
         results[size]["speedup_vs_batch_1"] = round(results[size]["prompts_per_s"] / results[first]["prompts_per_s"], 2)
     del model
     gc.collect()
@@ -264,10 +358,7 @@ def run(params_path: Path, work: Path, dry_run: bool, steps: int, peak_tflops: f
         name = str(compute_dtype).removeprefix("torch.")
         # The T4 path: TRL's torch loss kernels (phisum.training.select_loss_kernels below cc 8.0).
         kernels._TRITON_AVAILABLE = triton_allowed and compute_dtype != torch.float16
-        # The path TRL takes on this device (Triton on CUDA only), not whether Triton imports: a CPU run
-        # with the CUDA build of torch has Triton installed and still uses the torch kernels.
-        loss_kernels = "triton" if kernels._use_triton(torch.device(device)) else "torch"
-        click.echo(f"  training, {name}, loss kernels {loss_kernels}")
+        click.echo(f"  training, {name}")
         save_to = adapter_dir if compute_dtype == dtypes[-1] else None
         runs = train_one_dtype(params, compute_dtype, steps, settings["seq_lengths"], memory, save_to)
         for seq_len in settings["seq_lengths"]:
@@ -276,7 +367,11 @@ def run(params_path: Path, work: Path, dry_run: bool, steps: int, peak_tflops: f
             if memory.cuda:
                 needed = runs[seq_len]["peak_reserved_mib"] + results["cuda_context_mib"]
                 runs[seq_len]["fits_t4_with_context"] = needed <= T4_MIB
-        results["training"][name] = {**runs, "loss_kernels": loss_kernels}
+        # Keyed by dtype and the loss path every row took (a CPU run with the CUDA build of torch has Triton
+        # installed and still takes the torch kernels): "float16, torch loss kernels" is the T4 path.
+        paths = {runs[seq_len]["loss_kernels"] for seq_len in settings["seq_lengths"]}
+        loss_kernels = paths.pop() if len(paths) == 1 else "mixed"
+        results["training"][f"{name}, {loss_kernels} loss kernels"] = {**runs, "loss_kernels": loss_kernels}
     kernels._TRITON_AVAILABLE = triton_allowed
     click.echo(f"  trained in {time.perf_counter() - started:.0f} s")
     results["generation"] = {}

@@ -110,15 +110,58 @@ def test_gpu_script_dry_run_runs_every_step_on_the_cpu(tmp_path, committed_param
     assert {name: results["versions"][name] for name in ("trl", "peft", "bitsandbytes")} == {
         name: pins[name] for name in ("trl", "peft", "bitsandbytes")
     }
-    training = results["training"]["float32"]
+    # Keyed by dtype and the loss path TRL took (seen while it trained), which every row repeats.
+    assert list(results["training"]) == ["float32, torch loss kernels"]
+    training = results["training"]["float32, torch loss kernels"]
     assert training["loss_kernels"] == "torch"
     assert training["trainable_params"] == 2 * 4 * 32 * (128 + 128)  # tiny model: 2 layers, hidden 128, r=32
     for seq_len in ("32", "64"):
         assert training[seq_len]["finite_losses"] and training[seq_len]["tokens_per_s"] > 0
+        assert (training[seq_len]["compute_dtype"], training[seq_len]["loss_kernels"]) == ("float32", "torch")
     generation = results["generation"]["float32"]
     assert generation["finite_logits"] == {"default_kernels": True, "masked_kernels": True, "padded_rows": 3}
-    assert [generation[size]["differ_from_batch_1"] for size in ("1", "2", "4")] == [0, 0, 0]
+    for size in ("1", "2", "4"):  # by token ids (the recorded ids decode to each summary: checked in the script)
+        assert generation[size]["differ_from_batch_1"] == generation[size]["text_differs_from_batch_1"] == 0
+        assert generation[size]["differing_prompts"] == []
     assert generation["1"]["new_tokens"] == generation["4"]["new_tokens"] > 0
+
+
+def test_generation_is_compared_by_token_ids_which_catches_what_decoded_text_hides(tokenizer):
+    """One merged token against its characters one by one: the same text, different ids (a real divergence)."""
+    gpu_phi2 = load_script("gpu_phi2")
+
+    (merged,) = tokenizer(" meeting")["input_ids"][:1]
+    token = tokenizer.convert_ids_to_tokens(merged)
+    assert len(token) > 2  # a merge of several byte-level characters
+    spelled = tokenizer.convert_tokens_to_ids(list(token))
+    text = tokenizer.decode([merged])
+    assert tokenizer.decode(spelled) == text and [merged] != spelled
+    one_at_a_time = [{"ids": [merged], "text": text}, {"ids": spelled, "text": text}]
+    batched = [{"ids": spelled, "text": text}, {"ids": spelled, "text": text}]
+    assert gpu_phi2.compare_outputs(batched, one_at_a_time) == {
+        "differ_from_batch_1": 1,
+        "differing_prompts": [0],
+        "text_differs_from_batch_1": 0,
+    }
+
+
+def test_loss_kernel_path_is_what_trl_answered_while_training(monkeypatch):
+    gpu_phi2 = load_script("gpu_phi2")
+    kernels = trl.kernels.chunked_logprob
+    original = kernels._use_triton
+    monkeypatch.setattr(kernels, "_TRITON_AVAILABLE", True)  # Triton installed: TRL uses it on CUDA only
+
+    with gpu_phi2.LossKernelPath() as none:
+        pass
+    with gpu_phi2.LossKernelPath() as cpu:
+        kernels._use_triton(torch.device("cpu"))
+    with gpu_phi2.LossKernelPath() as cuda:
+        kernels._use_triton(torch.device("cuda"))
+    with gpu_phi2.LossKernelPath() as both:
+        kernels._use_triton(torch.device("cuda"))
+        kernels._use_triton(torch.device("cpu"))
+    assert [none.path, cpu.path, cuda.path, both.path] == ["not called", "torch", "triton", "mixed"]
+    assert kernels._use_triton is original
 
 
 def test_gpu_kit_pins_come_from_requirements():
