@@ -157,17 +157,21 @@ def load_hub_dataset(source: str, revision: str | None):
     from huggingface_hub.utils import validate_repo_id
 
     nowhere = f"data.source: {source!r} is no directory under {Path.cwd()}"
+    no_such_revision = (
+        f"data.revision: {revision!r} is no commit, branch or tag of {source}; use a commit hash from the hub, "
+        "or null for the latest"
+    )
     try:
         validate_repo_id(source)  # offline, load_dataset would call any string "unreachable"
         return load_dataset(source, revision=revision)
     except HFValidationError:
         raise DataError(f"{nowhere} and not a hub id; {WHERE_DATA_LIVES}") from None
     except RevisionNotFoundError:
-        raise DataError(
-            f"data.revision: {revision!r} is no commit, branch or tag of {source}; use a commit hash from the hub, "
-            "or null for the latest"
-        ) from None
-    except DatasetNotFoundError:
+        raise DataError(no_such_revision) from None
+    except DatasetNotFoundError as error:
+        # datasets 5.2 raises the hub's RevisionNotFoundError as a DatasetNotFoundError (raise ... from it).
+        if isinstance(error.__cause__, RevisionNotFoundError):
+            raise DataError(no_such_revision) from None
         raise DataError(f"{nowhere} and no hub dataset (or a private one: set HF_TOKEN); {WHERE_DATA_LIVES}") from None
     except ConnectionError:
         raise DataError(

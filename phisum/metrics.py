@@ -22,8 +22,10 @@ the per-dialogue statistics a corpus metric is rebuilt from (phisum.significance
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
+import math
 import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -292,6 +294,30 @@ def bertscore_settings(settings: BertScoreSettings) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _bertscore_progress(scorer, pairs: list[tuple[str, str]], batch_size: int) -> Iterator[None]:
+    """A progress bar with a total and an ETA over BERTScore's forward passes (minutes to hours on a T4): a text bar
+    in a terminal or a DVC log, the widget in a notebook (tqdm.auto).
+
+    bert_score embeds each distinct sentence once, `batch_size` at a time (one forward pass of its model each),
+    then matches the pairs' embeddings (cheap, no forward pass). Its own `verbose` bars are unlabelled and come
+    with lines printed to stdout.
+    """
+    from tqdm.auto import tqdm
+
+    sentences = len({text for pair in pairs for text in pair})
+    with tqdm(total=math.ceil(sentences / batch_size), desc="BERTScore", unit="batch") as bar:
+
+        def one_pass(module, args, output) -> None:
+            bar.update()  # returns whether it redrew: a hook that returns a value would replace the output
+
+        hook = scorer._model.register_forward_hook(one_pass)
+        try:
+            yield
+        finally:
+            hook.remove()
+
+
 def score_bertscore(predictions: list[str], references: list[str], settings: BertScoreSettings) -> list[dict]:
     """BERTScore of each (prediction, reference) pair; bert_score sorts sentences by length and batches them.
 
@@ -303,7 +329,8 @@ def score_bertscore(predictions: list[str], references: list[str], settings: Ber
     pairs = list(dict.fromkeys((p, r) for p, r in zip(predictions, references, strict=True) if p.strip()))
     if pairs:
         scorer = _load_bert_scorer(settings.model, settings.layers, settings.rescale)
-        tensors = scorer.score([p for p, _ in pairs], [r for _, r in pairs], batch_size=settings.batch_size)
+        with _bertscore_progress(scorer, pairs, settings.batch_size):
+            tensors = scorer.score([p for p, _ in pairs], [r for _, r in pairs], batch_size=settings.batch_size)
         scores = {pair: {} for pair in pairs}
         for part, values in zip(BERTSCORE_PARTS, tensors, strict=True):
             for pair, value in zip(pairs, values.tolist(), strict=True):

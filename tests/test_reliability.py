@@ -199,7 +199,7 @@ def hub_error(cls, message: str):
 
 def test_a_revision_the_hub_does_not_have_is_named(tiny_stage_dir, tiny_model_dir, monkeypatch):
     """The hub's answer for an unknown revision (stood in for: there is no hub here)."""
-    import datasets
+    import datasets.config
     import huggingface_hub
     from huggingface_hub.errors import RevisionNotFoundError
 
@@ -214,13 +214,23 @@ def test_a_revision_the_hub_does_not_have_is_named(tiny_stage_dir, tiny_model_di
     )
     monkeypatch.undo()
     monkeypatch.chdir(tiny_stage_dir)
-    monkeypatch.setattr(datasets, "load_dataset", no_such_revision)
+    # The data side through datasets' own code: datasets 5.2 turns the hub's RevisionNotFoundError into a
+    # DatasetNotFoundError (its __cause__), which reads like a dataset that does not exist.
+    asked = []
+
+    def no_such_dataset_revision(self, *args, **kwargs):
+        asked.append(kwargs.get("revision"))
+        raise hub_error(RevisionNotFoundError, "404 Revision Not Found")
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "hf_hub_download", no_such_dataset_revision)
     set_params(tiny_stage_dir, {"model": {"name": str(tiny_model_dir)}})
     set_params(tiny_stage_dir, {"data": {"source": "neil-code/dialogsum-test", "revision": "v9"}})
     assert one_error_line(invoke_stage("prepare")) == (
         "Error: data.revision: 'v9' is no commit, branch or tag of neil-code/dialogsum-test; use a commit hash "
         "from the hub, or null for the latest"
     )
+    assert asked == ["v9"]  # the stand-in was reached: the message came from datasets' wrapping of it
     assert nothing_written(tiny_stage_dir)
 
 
