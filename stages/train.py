@@ -61,14 +61,31 @@ def checked_trainer_class() -> type:
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
             if not torch.isfinite(loss).all():
+                dtype = torch.float16 if self.args.fp16 else torch.bfloat16 if self.args.bf16 else torch.float32
                 raise NonFiniteLossError(
-                    f"non-finite training loss ({loss.item()}) at step {self.state.global_step + 1}; likely fp16 "
-                    "overflow or a learning rate too high: use bfloat16 or float32 (quantization.compute_dtype) "
-                    "or lower train.learning_rate"
+                    non_finite_loss_message(loss.item(), self.state.global_step + 1, self.args.device.type, dtype)
                 )
             return loss
 
     return CheckedSFTTrainer
+
+
+def non_finite_loss_message(loss: float, step: int, device: str, compute_dtype) -> str:
+    """What a NaN/inf loss at this compute dtype likely means, and what to change on this device."""
+    from phisum.modeling import stable_dtype_advice
+
+    dtype = str(compute_dtype).removeprefix("torch.")
+    advice = stable_dtype_advice(device, compute_dtype)
+    if advice is None:
+        return (
+            f"non-finite training loss ({loss}) at step {step} at compute dtype {dtype}; likely a learning rate "
+            "too high: lower train.learning_rate"
+        )
+    cause = "fp16 overflow" if dtype == "float16" else "low bfloat16 precision"
+    return (
+        f"non-finite training loss ({loss}) at step {step} at compute dtype {dtype}; likely {cause} or a learning "
+        f"rate too high: set {advice} or lower train.learning_rate"
+    )
 
 
 def run_fingerprint(params: Params, data_paths: list[Path]) -> str:

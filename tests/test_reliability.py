@@ -579,3 +579,51 @@ def test_a_full_disk_during_evaluate_leaves_every_previous_output(tmp_path, monk
     assert {path: path.read_bytes() for path in outputs} == before
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["predictions", "scored"]  # no temp dir
     assert sorted(p.name for p in (tmp_path / "data/scored").iterdir()) == ["base", "peft"]
+
+
+# (device, compute capability faked, compute dtype) -> the dtype the NaN/inf messages advise; a T4 (7.5) refuses
+# bfloat16, so below 8.0 they advise float32 compute.
+NON_FINITE_ADVICE = [
+    ("cuda", (7, 5), "float16", "set quantization.compute_dtype: float32 (compute capability 7.5 has no bfloat16)"),
+    ("cuda", (7, 0), "float16", "set quantization.compute_dtype: float32 (compute capability 7.0 has no bfloat16)"),
+    ("cuda", (8, 0), "float16", "set quantization.compute_dtype: bfloat16"),
+    ("cuda", (9, 0), "float16", "set quantization.compute_dtype: bfloat16"),
+    ("cuda", (8, 6), "bfloat16", "set quantization.compute_dtype: float32"),
+    ("cpu", None, "bfloat16", "set quantization.compute_dtype: float32"),
+]
+
+
+@pytest.mark.parametrize(("device", "capability", "dtype", "advice"), NON_FINITE_ADVICE)
+def test_non_finite_loss_and_scores_advise_a_dtype_the_device_runs(monkeypatch, device, capability, dtype, advice):
+    import torch
+
+    from stages.generate import non_finite_scores_message
+    from stages.train import non_finite_loss_message
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: capability)
+    cause = "fp16 overflow" if dtype == "float16" else "low bfloat16 precision"
+    assert non_finite_loss_message(float("nan"), 7, device, getattr(torch, dtype)) == (
+        f"non-finite training loss (nan) at step 7 at compute dtype {dtype}; likely {cause} or a learning rate too "
+        f"high: {advice} or lower train.learning_rate"
+    )
+    assert non_finite_scores_message(["t1", "t2"], device, getattr(torch, dtype)) == (
+        f"non-finite next-token scores (NaN/inf) for rows t1, t2 at compute dtype {dtype}; likely {cause} in "
+        f"attention ({advice}) or a fused attention kernel failing on left-padded rows (set generate.batch_size: 1 "
+        "to confirm)"
+    )
+
+
+def test_non_finite_loss_and_scores_at_float32_advise_no_dtype():
+    import torch
+
+    from stages.generate import non_finite_scores_message
+    from stages.train import non_finite_loss_message
+
+    assert non_finite_loss_message(float("inf"), 3, "cuda", torch.float32) == (
+        "non-finite training loss (inf) at step 3 at compute dtype float32; likely a learning rate too high: "
+        "lower train.learning_rate"
+    )
+    assert non_finite_scores_message(["t1"], "cpu", torch.float32) == (
+        "non-finite next-token scores (NaN/inf) for rows t1 at compute dtype float32; likely a fused attention "
+        "kernel failing on left-padded rows (set generate.batch_size: 1 to confirm)"
+    )

@@ -97,6 +97,8 @@ def test_non_finite_loss_stops_at_once_and_writes_no_adapter(repo, tmp_path):
     nan_repo = workspace_like(repo, tmp_path, {"train": {"learning_rate": 1.0e30}})
     output = run([PYTHON, "-m", "stages.train", *stage_args("train")], nan_repo, check=False)
     assert "Error: non-finite training loss" in output and "at step" in output
+    # float32 on the CPU: no other dtype to advise
+    assert "at compute dtype float32; likely a learning rate too high: lower train.learning_rate" in output
     assert "Traceback" not in output
     assert not (nan_repo / "models/adapter").exists()
     assert not list((nan_repo / "models").glob(".adapter*"))
