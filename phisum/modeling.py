@@ -47,6 +47,22 @@ def resolve_compute_dtype(name: str, device: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def stable_dtype_advice(device: str, compute_dtype: torch.dtype) -> str | None:
+    """The compute dtype to try after NaN/inf at compute_dtype on this device; None when it already is float32.
+
+    bfloat16 has float32's range, so it cures fp16 overflow, but needs compute capability 8.0 (a T4, 7.5, refuses
+    it: resolve_compute_dtype): below that, and after bfloat16 itself, float32 is what is left.
+    """
+    if compute_dtype == torch.float32:
+        return None
+    if compute_dtype == torch.float16 and device == "cuda":
+        major, minor = torch.cuda.get_device_capability()
+        if (major, minor) >= (8, 0):
+            return "quantization.compute_dtype: bfloat16"
+        return f"quantization.compute_dtype: float32 (compute capability {major}.{minor} has no bfloat16)"
+    return "quantization.compute_dtype: float32"
+
+
 def build_quantization_config(quant: QuantizationParams, compute_dtype: torch.dtype) -> BitsAndBytesConfig:
     return BitsAndBytesConfig(
         load_in_4bit=True,

@@ -45,6 +45,20 @@ def read_extra_dialogues(path: str) -> list[dict]:
     return extra
 
 
+def non_finite_scores_message(ids: Sequence[str], device: str, compute_dtype) -> str:
+    """What NaN/inf next-token scores at this compute dtype likely mean, and what to change on this device."""
+    from phisum.modeling import stable_dtype_advice
+
+    dtype = str(compute_dtype).removeprefix("torch.")
+    advice = stable_dtype_advice(device, compute_dtype)
+    overflow = f"{'fp16 overflow' if dtype == 'float16' else 'low bfloat16 precision'} in attention (set {advice}) or "
+    return (
+        f"non-finite next-token scores (NaN/inf) for rows {', '.join(ids)} at compute dtype {dtype}; likely "
+        f"{overflow if advice else ''}a fused attention kernel failing on left-padded rows (set generate.batch_size: "
+        "1 to confirm)"
+    )
+
+
 def generate(
     params: Params, test_rows: list[dict], adapter_dir: Path | None, extra_rows: Sequence[dict] = ()
 ) -> tuple[dict[str, list[dict]], dict]:
@@ -84,13 +98,8 @@ def generate(
             params.generate.stop_strings,
         )
     except NonFiniteScoresError as error:
-        ids = ", ".join(rows[i]["id"] for i in error.prompts)
-        raise click.ClickException(
-            f"non-finite next-token scores (NaN/inf) for rows {ids} at compute dtype "
-            f"{str(compute_dtype).removeprefix('torch.')}; likely fp16 overflow in attention (set "
-            "quantization.compute_dtype: bfloat16 or float32) or a fused attention kernel failing on left-padded "
-            "rows (set generate.batch_size: 1 to confirm)"
-        ) from None
+        ids = [rows[i]["id"] for i in error.prompts]
+        raise click.ClickException(non_finite_scores_message(ids, params.model.device, compute_dtype)) from None
     generation_s = time.perf_counter() - started
     for row, output in zip(rows, outputs, strict=True):
         row.pop("prompt", None)  # the test prompt is in data/prepared; keep predictions small

@@ -6,6 +6,8 @@
 Writes the adapter directory (adapter safetensors, tokenizer, prompt.json, params.json), the training
 metrics and the DVCLive curves. Checkpoints go to <checkpoint-dir>/<run>/, outside DVC's outputs so a
 killed run resumes from them on the next `dvc repro`; they are deleted once the adapter is written.
+The environment variable PHISUM_CHECKPOINT_DIR, where set, replaces --checkpoint-dir: persistent storage
+(a Drive mount, /kaggle/working) that outlives a notebook runtime, resumed from by a fresh clone.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -61,22 +65,79 @@ def checked_trainer_class() -> type:
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
             if not torch.isfinite(loss).all():
+                dtype = torch.float16 if self.args.fp16 else torch.bfloat16 if self.args.bf16 else torch.float32
                 raise NonFiniteLossError(
-                    f"non-finite training loss ({loss.item()}) at step {self.state.global_step + 1}; likely fp16 "
-                    "overflow or a learning rate too high: use bfloat16 or float32 (quantization.compute_dtype) "
-                    "or lower train.learning_rate"
+                    non_finite_loss_message(loss.item(), self.state.global_step + 1, self.args.device.type, dtype)
                 )
             return loss
 
     return CheckedSFTTrainer
 
 
+def non_finite_loss_message(loss: float, step: int, device: str, compute_dtype) -> str:
+    """What a NaN/inf loss at this compute dtype likely means, and what to change on this device."""
+    from phisum.modeling import stable_dtype_advice
+
+    dtype = str(compute_dtype).removeprefix("torch.")
+    advice = stable_dtype_advice(device, compute_dtype)
+    if advice is None:
+        return (
+            f"non-finite training loss ({loss}) at step {step} at compute dtype {dtype}; likely a learning rate "
+            "too high: lower train.learning_rate"
+        )
+    cause = "fp16 overflow" if dtype == "float16" else "low bfloat16 precision"
+    return (
+        f"non-finite training loss ({loss}) at step {step} at compute dtype {dtype}; likely {cause} or a learning "
+        f"rate too high: set {advice} or lower train.learning_rate"
+    )
+
+
 def run_fingerprint(params: Params, data_paths: list[Path]) -> str:
-    """Checkpoints are only resumed by the run that wrote them: same params and same data."""
+    """Checkpoints are only resumed by the run that wrote them: same params and same data.
+
+    Param values and data bytes only, no path: another clone (another directory) of the same run resumes too.
+    """
     digest = hashlib.sha256(json.dumps({k: to_dict(params)[k] for k in PARAMS}, sort_keys=True).encode())
     for path in data_paths:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+CHECKPOINT_DIR_VARIABLE = "PHISUM_CHECKPOINT_DIR"
+
+
+def checkpoint_dir_in_use(option: Path) -> tuple[Path, bool]:
+    """--checkpoint-dir, or $PHISUM_CHECKPOINT_DIR where set (and not empty); and whether the variable gave it.
+
+    An environment variable and not a param or a cmd option, by design: where checkpoints live changes no
+    result, and a param (or another cmd) would change the stage's DVC identity and retrain.
+    """
+    given = os.environ.get(CHECKPOINT_DIR_VARIABLE, "")
+    if not given:
+        return option, False
+    path = Path(given).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ParamsError(f"{CHECKPOINT_DIR_VARIABLE}: {path} is a file; name a directory (created if missing)")
+    return path, True
+
+
+# The <run> directories this stage makes under the checkpoint directory (run_fingerprint), and what is in them.
+RUN_DIR_NAME = re.compile(r"[0-9a-f]{12}")
+CHECKPOINT_NAME = re.compile(r"checkpoint-[0-9]+")
+
+
+def stale_run_dirs(checkpoint_dir: Path, fingerprint: str) -> list[Path]:
+    """Other configurations' run directories: never resumable by this one. Only what this stage made counts:
+    the checkpoint directory may be shared storage (PHISUM_CHECKPOINT_DIR) holding other things too."""
+    return [
+        path
+        for path in checkpoint_dir.glob("*")
+        if path.name != fingerprint
+        and RUN_DIR_NAME.fullmatch(path.name)
+        and path.is_dir()
+        and not path.is_symlink()
+        and all(CHECKPOINT_NAME.fullmatch(child.name) for child in path.iterdir())
+    ]
 
 
 def _whole_json(path: Path) -> bool:
@@ -102,9 +163,19 @@ def last_complete_checkpoint(run_dir: Path) -> Path | None:
 
 
 class TrainingInterrupted(click.ClickException):
-    """Ctrl-C during training: say what is kept, exit with the shell's code for SIGINT."""
+    """Ctrl-C or SIGTERM during training: say what is kept, exit with the shell's code for the signal (130, 143)."""
 
-    exit_code = 130
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a notebook's or a job scheduler's stop), handled as Ctrl-C is: the kept checkpoint is named."""
+
+
+def raise_terminated(signum, frame) -> None:
+    raise Terminated
 
 
 def interrupted_message(run_dir: Path, save_steps: int) -> str:
@@ -201,19 +272,78 @@ def train(
     }
 
 
+# Runs first in a relaunched child, then becomes the real command (exec): on Linux the child gets SIGTERM when the
+# stage that started it dies, even of SIGKILL, which no handler can pass on (its own process group, below, keeps it
+# from the signals sent to the stage's group).
+DIE_WITH_PARENT = """
+import os, sys
+if sys.platform == "linux":
+    import ctypes, signal
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(sys.argv[1]):  # the parent died before that
+        sys.exit(128 + signal.SIGTERM)
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# torchrun, stopped by a signal, passes it to its workers, waits for them, then dies of a SignalException traceback
+# with exit code 1: the workers' `Error:` line said it all, so exit quietly with the shell's code for the signal.
+TORCHRUN = """
+import sys
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.run import main
+try:
+    main(sys.argv[1:])
+except SignalException as stop:
+    sys.exit(128 + stop.sigval)
+"""
+
+
+def run_child(python_args: list[str], env: dict[str, str] | None = None) -> int:
+    """Run `python <python_args>` and stand in for it until it ends: signals passed on, its exit code returned.
+
+    The child gets a process group of its own, so a terminal's Ctrl-C reaches only this process, which passes it on
+    once (a second SIGINT would cut the child's own interrupt handling short), as it does SIGTERM and SIGHUP; then it
+    waits for the child, however long it takes to say which checkpoint is kept. subprocess.call instead killed the
+    child 0.25 s after Ctrl-C, before that line, and left it running, GPU and all, on SIGTERM. A child killed by a
+    signal gives the shell's code, 128 + the signal.
+    """
+    child: list[subprocess.Popen] = []
+    pending: list[int] = []
+
+    def forward(signum, frame) -> None:
+        if not child:
+            pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            child[0].send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    try:
+        command = [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *python_args]
+        child.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, process_group=0))
+        for signum in pending:
+            child[0].send_signal(signum)
+        returncode = child[0].wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return returncode if returncode >= 0 else 128 - returncode
+
+
 def relaunch_data_parallel(num_processes: int, args: list[str]) -> int:
     """Run this stage once per process under torchrun; the Trainer then trains data parallel (DDP).
 
-    On GPUs each process takes one card; on CPU the processes use the gloo backend.
+    On GPUs each process takes one card; on CPU the processes use the gloo backend. torchrun passes the signals
+    it gets from run_child on to its workers and waits for them.
     """
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={num_processes}"]
-    return subprocess.call([*command, "-m", MODULE, *args])
+    command = ["-c", TORCHRUN, "--standalone", f"--nproc-per-node={num_processes}"]
+    return run_child([*command, "-m", MODULE, *args])
 
 
 def relaunch_on_one_gpu(env: dict[str, str], gpu_count: int, args: list[str]) -> int:
     """Run this stage again with only one GPU visible (CUDA reads CUDA_VISIBLE_DEVICES once, at start)."""
     click.echo(f"train: 1 process and {gpu_count} GPUs visible: training on GPU {env['CUDA_VISIBLE_DEVICES']} only")
-    return subprocess.call([sys.executable, "-m", MODULE, *args], env={**os.environ, **env})
+    return run_child(["-m", MODULE, *args], env={**os.environ, **env})
 
 
 def command_line(context: click.Context) -> list[str]:
@@ -227,7 +357,12 @@ def command_line(context: click.Context) -> list[str]:
 @click.option("--adapter-dir", type=OUTPUT_DIR, required=True, help="The trained adapter.")
 @click.option("--metrics-path", type=OUTPUT_FILE, required=True, help="Training metrics (JSON).")
 @click.option("--curves-dir", type=OUTPUT_DIR, required=True, help="DVCLive directory of the training curves.")
-@click.option("--checkpoint-dir", type=OUTPUT_DIR, required=True, help="Checkpoints to resume from (not a DVC output).")
+@click.option(
+    "--checkpoint-dir",
+    type=OUTPUT_DIR,
+    required=True,
+    help=f"Checkpoints to resume from (not a DVC output); ${CHECKPOINT_DIR_VARIABLE}, where set, replaces it.",
+)
 @click.pass_context
 def main(
     context: click.Context,
@@ -252,6 +387,7 @@ def main(
         )
         if not env:  # a relaunched process checks the model itself
             check_model_source(params.model)
+        checkpoint_dir, from_variable = checkpoint_dir_in_use(checkpoint_dir)
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
     if env:
@@ -270,10 +406,12 @@ def main(
     fingerprint = run_fingerprint(params, data_paths)
     run_dir = checkpoint_dir / fingerprint
     if is_main:
+        if from_variable:
+            click.echo(f"  checkpoints in {run_dir} ({CHECKPOINT_DIR_VARIABLE})")
         # Checkpoints of other configurations can never be resumed by this one: free their disk.
-        for stale in checkpoint_dir.glob("*"):
-            if stale.name != fingerprint:
-                shutil.rmtree(stale, ignore_errors=True)
+        for stale in stale_run_dirs(checkpoint_dir, fingerprint):
+            shutil.rmtree(stale, ignore_errors=True)
+    previous_sigterm = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         if not is_main:  # only process zero saves (the Trainer's rule); the others train and leave
             train(params, train_rows, eval_rows, run_dir, adapter_dir, curves_dir)
@@ -287,17 +425,23 @@ def main(
             outputs.texts[metrics_path] = json_text(metrics)  # swapped in together with the adapter
     except (NonFiniteLossError, TargetModuleError, ParamsError) as error:
         raise click.ClickException(str(error)) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        signum = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
+        if not is_main:  # process zero says what is kept, once
+            raise SystemExit(128 + signum) from None
         click.echo(err=True)  # end the progress bar's line: the error gets its own
-        raise TrainingInterrupted(interrupted_message(run_dir, params.train.save_steps)) from None
+        raise TrainingInterrupted(interrupted_message(run_dir, params.train.save_steps), signum) from None
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise
         # What this run wrote is gone with the temp dir; checkpoints stay for resuming.
         raise WriteError(Path(error.filename or run_dir), error) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     shutil.rmtree(run_dir, ignore_errors=True)  # the adapter is the result; checkpoints were only for resuming
-    with contextlib.suppress(OSError):  # and their directory, unless something else is in it
-        checkpoint_dir.rmdir()
+    if not from_variable:  # and their directory, unless something else is in it or it is the user's storage
+        with contextlib.suppress(OSError):
+            checkpoint_dir.rmdir()
     click.echo(f"  loss {metrics['first_loss']} -> {metrics['last_loss']}")
 
 

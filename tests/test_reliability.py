@@ -1,6 +1,7 @@
 """Failing early and cleanly: stages through their click mains in process (CliRunner in a temporary working
 directory), a few real processes for "one line, no traceback, exit 1" end to end, atomic writes under SIGKILL."""
 
+import contextlib
 import csv
 import errno
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from phisum.params import read_yaml
+from phisum.params import load_params, read_yaml
 from tests.conftest import (
     ROOT,
     VENV_BIN,
@@ -589,3 +590,136 @@ def test_a_full_disk_during_evaluate_leaves_every_previous_output(tmp_path, monk
     assert {path: path.read_bytes() for path in outputs} == before
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["predictions", "scored"]  # no temp dir
     assert sorted(p.name for p in (tmp_path / "data/scored").iterdir()) == ["base", "peft"]
+
+
+# (device, compute capability faked, compute dtype) -> the dtype the NaN/inf messages advise; a T4 (7.5) refuses
+# bfloat16, so below 8.0 they advise float32 compute.
+NON_FINITE_ADVICE = [
+    ("cuda", (7, 5), "float16", "set quantization.compute_dtype: float32 (compute capability 7.5 has no bfloat16)"),
+    ("cuda", (7, 0), "float16", "set quantization.compute_dtype: float32 (compute capability 7.0 has no bfloat16)"),
+    ("cuda", (8, 0), "float16", "set quantization.compute_dtype: bfloat16"),
+    ("cuda", (9, 0), "float16", "set quantization.compute_dtype: bfloat16"),
+    ("cuda", (8, 6), "bfloat16", "set quantization.compute_dtype: float32"),
+    ("cpu", None, "bfloat16", "set quantization.compute_dtype: float32"),
+]
+
+
+@pytest.mark.parametrize(("device", "capability", "dtype", "advice"), NON_FINITE_ADVICE)
+def test_non_finite_loss_and_scores_advise_a_dtype_the_device_runs(monkeypatch, device, capability, dtype, advice):
+    import torch
+
+    from stages.generate import non_finite_scores_message
+    from stages.train import non_finite_loss_message
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: capability)
+    cause = "fp16 overflow" if dtype == "float16" else "low bfloat16 precision"
+    assert non_finite_loss_message(float("nan"), 7, device, getattr(torch, dtype)) == (
+        f"non-finite training loss (nan) at step 7 at compute dtype {dtype}; likely {cause} or a learning rate too "
+        f"high: {advice} or lower train.learning_rate"
+    )
+    assert non_finite_scores_message(["t1", "t2"], device, getattr(torch, dtype)) == (
+        f"non-finite next-token scores (NaN/inf) for rows t1, t2 at compute dtype {dtype}; likely {cause} in "
+        f"attention ({advice}) or a fused attention kernel failing on left-padded rows (set generate.batch_size: 1 "
+        "to confirm)"
+    )
+
+
+def test_non_finite_loss_and_scores_at_float32_advise_no_dtype():
+    import torch
+
+    from stages.generate import non_finite_scores_message
+    from stages.train import non_finite_loss_message
+
+    assert non_finite_loss_message(float("inf"), 3, "cuda", torch.float32) == (
+        "non-finite training loss (inf) at step 3 at compute dtype float32; likely a learning rate too high: "
+        "lower train.learning_rate"
+    )
+    assert non_finite_scores_message(["t1"], "cpu", torch.float32) == (
+        "non-finite next-token scores (NaN/inf) for rows t1 at compute dtype float32; likely a fused attention "
+        "kernel failing on left-padded rows (set generate.batch_size: 1 to confirm)"
+    )
+
+
+def process_ended(pid: int) -> bool:
+    """Whether process `pid` has exited (a zombie no one has reaped yet counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def start_relaunching_stage(tmp_path, tiny_model_dir, monkeypatch, num_processes: int):
+    """The train stage on two faked GPUs, relaunching itself (one GPU, or torchrun), its training processes waiting
+    for a signal (tests/process_hooks); a complete checkpoint of its run kept from before. Returns the process,
+    the pids of the training processes, the stderr file and the `Error:` line the stage owes on interrupt."""
+    from stages.train import run_fingerprint
+    from tests.test_train import write_prepared
+    from tests.test_training import cpu_profile_text
+
+    monkeypatch.chdir(tmp_path)
+    overrides = {"model": {"device": "cuda"}, "train": {"num_processes": num_processes}}
+    (tmp_path / "params.yaml").write_text(cpu_profile_text(tiny_model_dir, overrides))
+    kept = Path("models/checkpoints") / run_fingerprint(load_params(), write_prepared(Path("data/prepared")))
+    kept /= "checkpoint-20"
+    kept.mkdir(parents=True)
+    (kept / "trainer_state.json").write_text('{"global_step": 20}')
+    stderr_path = tmp_path / "stderr.txt"
+    env = {**stage_env(), "PYTHONPATH": f"{ROOT / 'tests' / 'process_hooks'}:{ROOT}", "PHISUM_TEST_GPUS": "2"}
+    process = subprocess.Popen(
+        stage_command("train"),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=stderr_path.open("w"),
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a command: Ctrl-C goes to the group
+    )
+    pids = []
+    while len(pids) < num_processes:
+        line = process.stdout.readline()
+        assert line, f"the stage ended before training:\n{stderr_path.read_text()[-3000:]}"
+        if line.startswith("waiting for a signal: "):
+            pids.append(int(line.split(" pid ")[1]))
+    error = (
+        f"Error: interrupted; {kept} is kept and the previous adapter is unchanged: run `dvc repro` with the same "
+        "params and data to resume from step 20"
+    )
+    return process, pids, stderr_path, error
+
+
+@pytest.mark.parametrize("num_processes", [1, 2], ids=["one-gpu-relaunch", "torchrun"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_a_relaunched_train_stage_passes_ctrl_c_and_sigterm_on_and_exits_as_its_child(
+    tmp_path, tiny_model_dir, monkeypatch, num_processes, how
+):
+    process, pids, stderr_path, error = start_relaunching_stage(tmp_path, tiny_model_dir, monkeypatch, num_processes)
+    try:
+        if how == "ctrl-c":
+            os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        else:
+            process.send_signal(signal.SIGTERM)  # a notebook's stop or a job scheduler: the stage's process
+        process.wait(timeout=300)
+        stderr = stderr_path.read_text()
+        assert process.returncode == (130 if how == "ctrl-c" else 143), stderr[-3000:]
+        assert [line for line in stderr.splitlines() if line.startswith("Error")] == [error], stderr[-3000:]
+        assert "Traceback" not in stderr, stderr[-3000:]
+        assert [pid for pid in pids if not process_ended(pid)] == []  # no training process left holding a GPU
+    finally:
+        for pid in pids:  # what a failure left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_relaunched_train_stage_whose_parent_is_killed_stops_too(tmp_path, tiny_model_dir, monkeypatch):
+    process, [pid], stderr_path, error = start_relaunching_stage(tmp_path, tiny_model_dir, monkeypatch, 1)
+    process.kill()  # SIGKILL: nothing to pass on; the child was told to take SIGTERM when its parent dies
+    process.wait()
+    deadline = time.monotonic() + 120  # a bound on a hang, not a wait: the loop ends when the child does
+    try:
+        while not process_ended(pid):
+            assert time.monotonic() < deadline, f"the child outlived its parent:\n{stderr_path.read_text()[-3000:]}"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert error in stderr_path.read_text().splitlines()

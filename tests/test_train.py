@@ -2,9 +2,10 @@
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -92,11 +93,67 @@ def test_killed_training_resumes_to_the_same_final_loss(repo):
     print(f"final loss resumed {resumed['last_loss']} vs uninterrupted {uninterrupted['last_loss']}")
 
 
+PERSISTENT_RUN = {"train": {"max_steps": 30, "save_steps": 10, "eval_steps": 10, "logging_steps": 10}}
+
+
+def fresh_clone(repo: Path, dest: Path) -> Path:
+    """A clone as a notebook runtime makes it: repo's CPU-profile params, tiny model and dataset; nothing run."""
+    clone = workspace_like(repo, dest, PERSISTENT_RUN)
+    shutil.rmtree(clone / "data/prepared")
+    shutil.copytree(repo / "data/synthetic", clone / "data/synthetic")
+    return clone
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_resumes_from_checkpoints_on_persistent_storage(repo, tmp_path):
+    """A notebook runtime reset: the clone is gone, PHISUM_CHECKPOINT_DIR's storage stays, a new clone resumes."""
+    storage = tmp_path / "drive" / "phisum-checkpoints"  # not there yet: the stage creates it
+    persistent = {"PHISUM_CHECKPOINT_DIR": str(storage)}
+    first = fresh_clone(repo, tmp_path / "first")
+    log = tmp_path / "first.log"
+    process = subprocess.Popen(
+        [DVC, "repro", "train"],
+        cwd=first,
+        env=command_env(persistent),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    while not checkpoint_written(storage, 10):
+        assert process.poll() is None, f"training ended before its first checkpoint:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # the runtime goes, and its disk with it
+    process.wait()
+    shutil.rmtree(first)
+
+    second = fresh_clone(repo, tmp_path / "second")  # in another directory
+    output = run([DVC, "repro", "train"], second, extra_env=persistent)
+    (kept,) = re.findall(r"resuming from (\S+)", output)
+    assert Path(kept).parent.parent == storage, output
+    resumed = train_metrics(second)
+    assert (resumed["resumed_from_step"], resumed["steps"]) == (int(kept.rsplit("-", 1)[1]), 30)
+    assert resumed["resumed_from_step"] in (10, 20)
+    loss_rows = (second / "metrics/curves/plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert len(loss_rows) == 1 + 30  # the whole curve, rebuilt from the checkpoint's history
+    assert list(storage.iterdir()) == [] and not (second / "models/checkpoints").exists()  # the storage stays
+    # The variable is no part of the stage's DVC identity: without it, DVC sees the run as done.
+    assert "Data and pipelines are up to date." in run([DVC, "status", "train"], second)
+
+    run([DVC, "repro", "--force", "train"], second)  # the same run, uninterrupted, checkpoints in the clone
+    uninterrupted = train_metrics(second)
+    assert uninterrupted["resumed_from_step"] == 0
+    assert abs(resumed["last_loss"] - uninterrupted["last_loss"]) < 1e-4
+    assert abs(resumed["last_eval_loss"] - uninterrupted["last_eval_loss"]) < 1e-4
+    print(f"final loss resumed in a fresh clone {resumed['last_loss']} vs uninterrupted {uninterrupted['last_loss']}")
+
+
 @pytest.mark.slow
 def test_non_finite_loss_stops_at_once_and_writes_no_adapter(repo, tmp_path):
     nan_repo = workspace_like(repo, tmp_path, {"train": {"learning_rate": 1.0e30}})
     output = run([PYTHON, "-m", "stages.train", *stage_args("train")], nan_repo, check=False)
     assert "Error: non-finite training loss" in output and "at step" in output
+    # float32 on the CPU: no other dtype to advise
+    assert "at compute dtype float32; likely a learning rate too high: lower train.learning_rate" in output
     assert "Traceback" not in output
     assert not (nan_repo / "models/adapter").exists()
     assert not list((nan_repo / "models").glob(".adapter*"))
@@ -151,7 +208,7 @@ def two_gpus(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     train = load_stage("train")
     calls = []
-    monkeypatch.setattr(train.subprocess, "call", lambda args, env=None: calls.append((args, env)) or 0)
+    monkeypatch.setattr(train, "run_child", lambda args, env=None: calls.append((args, env)) or 0)
     return train, calls
 
 
@@ -160,7 +217,7 @@ def test_train_stage_with_two_gpus_and_one_process_reruns_itself_on_the_first(tw
     result = CliRunner().invoke(train.main, stage_args("train"))
     assert result.exit_code == 0, result.output
     [(args, env)] = calls
-    assert args == [sys.executable, "-m", "stages.train", *stage_args("train")]
+    assert args == ["-m", "stages.train", *stage_args("train")]
     assert env["CUDA_VISIBLE_DEVICES"] == "0"
     assert "1 process and 2 GPUs visible: training on GPU 0 only" in result.output
 
@@ -262,3 +319,36 @@ def test_a_config_error_in_training_is_one_line_and_stale_checkpoints_are_gone(t
     # Only the run with these params and data can resume: the other's checkpoints can never be used.
     assert sorted(path.name for path in Path("models/checkpoints").iterdir()) == [own]
     assert sorted(path.name for path in Path("models").iterdir()) == ["checkpoints"]  # no adapter, no temp dir
+
+
+def test_checkpoints_on_shared_storage_free_only_other_runs_of_this_stage(tiny_model_dir, tmp_path, monkeypatch):
+    """PHISUM_CHECKPOINT_DIR replaces --checkpoint-dir; of what is there, only other configurations' runs go."""
+    monkeypatch.chdir(tmp_path)
+    storage = tmp_path / "drive"
+    monkeypatch.setenv("PHISUM_CHECKPOINT_DIR", str(storage))
+    Path("params.yaml").write_text(cpu_profile_text(tiny_model_dir, {"lora": {"target_modules": ["Wqkv"]}}))
+    train = load_stage("train")
+    own = train.run_fingerprint(load_params(), write_prepared(Path("data/prepared")))
+    for run_id in (own, "0123456789ab"):  # this configuration's run, and another's
+        (storage / run_id / "checkpoint-40").mkdir(parents=True)
+    (storage / "fedcba987654" / "my-notes").mkdir(parents=True)  # named like a run, but not one
+    (storage / "results").mkdir()
+    (storage / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(train.main, stage_args("train"))
+    assert result.exit_code == 1 and result.output.splitlines()[-1].startswith("Error: lora.target_modules: Wqkv")
+    assert f"  checkpoints in {storage / own} (PHISUM_CHECKPOINT_DIR)\n" in result.output
+    assert sorted(path.name for path in storage.iterdir()) == sorted([own, "fedcba987654", "notes.txt", "results"])
+    assert not Path("models/checkpoints").exists()
+
+
+def test_a_checkpoint_variable_naming_a_file_is_one_error_line(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(cpu_profile_text(tiny_model_dir))
+    (tmp_path / "drive").write_text("")
+    monkeypatch.setenv("PHISUM_CHECKPOINT_DIR", str(tmp_path / "drive"))
+    result = CliRunner().invoke(load_stage("train").main, stage_args("train"))
+    assert (result.exit_code, result.output) == (
+        1,
+        f"Error: PHISUM_CHECKPOINT_DIR: {tmp_path / 'drive'} is a file; name a directory (created if missing)\n",
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["drive", "params.yaml"]
