@@ -1,6 +1,7 @@
 """The real pipeline, end to end, on the CPU profile: `make demo` in a fresh git repo, then its promises."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,33 @@ def test_forced_rerun_of_generation_and_scoring_gives_byte_identical_metrics(dem
     output = run([DVC, "repro", "--force", "--single-item", "generate@peft", "evaluate"], repo)
     assert "Running stage 'train'" not in output and "Running stage 'evaluate'" in output
     assert {path.name: path.read_bytes() for path in metrics} == before
+
+
+# What each stage writes, as files.
+OUTPUTS = ("models/adapter", "metrics", "data/predictions", "data/scored", "reports/qualitative.md")
+
+
+def output_bytes(repo: Path) -> dict[str, bytes]:
+    files = {}
+    for name in OUTPUTS:
+        path = repo / name
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file() and file.name != ".gitignore":
+                files[str(file.relative_to(repo))] = file.read_bytes()
+    return files
+
+
+def test_going_back_to_a_configuration_restores_every_stage_from_the_run_cache(demo_repo, tmp_path):
+    """The demo ran r=32 (`dvc repro`), then r=16 (`dvc exp run`), then applied r=32 again: going back to r=16
+    restores train, the PEFT generation, evaluate and qualitative from DVC's run cache, byte-identical."""
+    repo = copy_demo(demo_repo[0], tmp_path / "repo")
+    started = time.monotonic()
+    log = run([DVC, "exp", "run", "-n", "again-r16", "-S", "lora.r=16"], repo)
+    print(f"dvc exp run -S lora.r=16, run before: {time.monotonic() - started:.1f} s")
+    for stage in ("train", "generate@peft", "evaluate", "qualitative"):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in log, log
+    assert "Running stage" not in log, log
+    restored = output_bytes(repo)
+    run([DVC, "exp", "apply", "cpu-r16"], repo)  # the outputs the demo's r=16 run wrote
+    assert len(restored) > 20 and output_bytes(repo) == restored
+    assert json.loads(restored["metrics/train.json"])["trainable_params"] == 32768  # r=16, not the r=32 run

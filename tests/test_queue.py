@@ -71,37 +71,3 @@ def test_two_queued_experiments_both_finish_with_metrics(profiled, tmp_path):
         assert train["trainable_params"] == 2048 * rank
         peft = metrics["metrics/peft.json"]["data"]
         assert peft["dialogues"] == 60 and 0 <= peft["pooled_reference"]["rouge1"] <= 1
-
-
-# What each stage writes, as files: after the round trip r=32 -> r=16 -> r=32 they must be byte-identical.
-OUTPUTS = ("models/adapter", "metrics", "data/predictions", "data/scored", "reports/qualitative.md")
-RESTORED = ("train", "generate@peft", "evaluate", "qualitative")  # prepare and generate@base never changed
-
-
-def output_bytes(repo: Path) -> dict[str, bytes]:
-    files = {}
-    for name in OUTPUTS:
-        path = repo / name
-        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if file.is_file() and file.name != ".gitignore":
-                files[str(file.relative_to(repo))] = file.read_bytes()
-    return files
-
-
-def test_going_back_to_a_configuration_restores_every_stage_from_the_run_cache(profiled, tmp_path):
-    """r=32, r=16, r=32 again: the third run restores train, the PEFT generation, evaluate and qualitative."""
-    repo = tmp_path / "repo"
-    shutil.copytree(profiled, repo, symlinks=True)
-    outputs, seconds = [], []
-    for rank in (32, 16, 32):
-        started = time.monotonic()
-        log = run([DVC, "exp", "run", "-S", f"lora.r={rank}", *QUICK], repo)
-        seconds.append(time.monotonic() - started)
-        outputs.append(output_bytes(repo))
-    print(f"dvc exp run r=32, r=16, r=32 again: {', '.join(f'{s:.1f} s' for s in seconds)}")
-    for stage in RESTORED:
-        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in log, log
-    assert "Stage 'generate@base' didn't change, skipping" in log and "Running stage" not in log, log
-    assert set(outputs[2]) == set(outputs[0]) and len(outputs[0]) > 20
-    assert [name for name in outputs[0] if outputs[2][name] != outputs[0][name]] == []
-    assert outputs[1]["models/adapter/adapter_config.json"] != outputs[0]["models/adapter/adapter_config.json"]
