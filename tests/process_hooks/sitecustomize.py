@@ -16,25 +16,35 @@ import importlib.machinery
 import os
 import sys
 
+
+class _PatchAfterImport(importlib.abc.MetaPathFinder):
+    """Runs patch(module) once the module `name` is loaded, before anything else reads it."""
+
+    def __init__(self, name, patch):
+        self.name, self.patch = name, patch
+
+    def find_spec(self, name, path, target=None):
+        if name != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        real_exec = spec.loader.exec_module
+
+        def exec_module(module):
+            real_exec(module)
+            self.patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
 if "PHISUM_TEST_AVX512BF16" in os.environ:
     forced = os.environ["PHISUM_TEST_AVX512BF16"] == "1"
 
-    class _ForceAvx512Bf16(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name != "bitsandbytes.functional":
-                return None
-            sys.meta_path.remove(self)
-            spec = importlib.machinery.PathFinder.find_spec(name, path)
-            real_exec = spec.loader.exec_module
+    def _force_avx512bf16(functional):
+        functional.has_avx512bf16 = lambda: forced
 
-            def exec_module(module):
-                real_exec(module)
-                module.has_avx512bf16 = lambda: forced
-
-            spec.loader.exec_module = exec_module
-            return spec
-
-    sys.meta_path.insert(0, _ForceAvx512Bf16())
+    sys.meta_path.insert(0, _PatchAfterImport("bitsandbytes.functional", _force_avx512bf16))
 
 if "PHISUM_TEST_FULL_DISK_FROM" in os.environ and "DVC_STAGE" in os.environ:
     import tempfile
@@ -52,24 +62,6 @@ if "PHISUM_TEST_FULL_DISK_FROM" in os.environ and "DVC_STAGE" in os.environ:
     tempfile.mkstemp = _mkstemp
 
 if "PHISUM_TEST_GPUS" in os.environ:
-
-    class _PatchAfterImport(importlib.abc.MetaPathFinder):
-        def __init__(self, name, patch):
-            self.name, self.patch = name, patch
-
-        def find_spec(self, name, path, target=None):
-            if name != self.name:
-                return None
-            sys.meta_path.remove(self)
-            spec = importlib.machinery.PathFinder.find_spec(name, path)
-            real_exec = spec.loader.exec_module
-
-            def exec_module(module):
-                real_exec(module)
-                self.patch(module)
-
-            spec.loader.exec_module = exec_module
-            return spec
 
     def _fake_gpus(modeling):  # once the stage's model code is imported: bitsandbytes' import needs the truth
         import torch
