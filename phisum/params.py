@@ -40,7 +40,6 @@ Count = Annotated[int, Rule(lambda v: v >= 0, "must be >= 0, got {value}")]
 # "" is no revision: hub clients differ on what they make of it and a local directory ignores it; null is the latest.
 EMPTY_REVISION = "empty; give a commit hash from the hub, or null for the latest (and for a local directory)"
 Revision = Annotated[str | None, Rule(lambda v: v.strip() != "", EMPTY_REVISION)]
-# The optimizers this recipe is meant for (TrainingArguments.optim names); others need their own testing.
 # evaluate.primary_metric choices: per-dialogue scores (protocol.name in metrics/<model>.json) where higher is
 # better, which the review can bootstrap; its one-line verdict is on this metric alone.
 PRIMARY_METRICS = (
@@ -55,6 +54,7 @@ PRIMARY_METRICS = (
     "best_reference.bertscore_f1",
 )
 PrimaryMetric = Literal[PRIMARY_METRICS]
+# The optimizers this recipe is meant for (TrainingArguments.optim names); others need their own testing.
 Optimizer = Literal[
     "paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit", "adamw_torch", "adamw_torch_fused", "adafactor"
 ]
