@@ -41,3 +41,14 @@ LABELS = {
 def label(key: str) -> str:
     """The label of a score key; a key without one (a score a newer revision added) shows as itself."""
     return LABELS.get(key, key)
+
+
+def score_at(metrics: dict, key: str) -> float | None:
+    """The number at a score key's path in a metrics file's dict; None where it has none (a metric switched off,
+    a score an older revision lacks)."""
+    node = metrics
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node if isinstance(node, int | float) and not isinstance(node, bool) else None

@@ -10,7 +10,7 @@ import csv
 import io
 from pathlib import Path
 
-from phisum.labels import label
+from phisum.labels import label, score_at
 from phisum.metrics import count_words
 
 MODELS = ("base", "peft")
@@ -35,12 +35,10 @@ def score_rows(metrics: dict) -> list[tuple[str, float]]:
     """(metric label, value) of one model's headline scores (metrics switched off are left out) and stress rates."""
     rows = []
     for key in HEADLINE:
-        node = metrics
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, int | float) and not isinstance(node, bool):
+        value = score_at(metrics, key)
+        if value is not None:
             scale = SCALED.get(key)
-            rows.append((f"{label(key)} / {scale}", round(node / scale, 4)) if scale else (label(key), node))
+            rows.append((f"{label(key)} / {scale}", round(value / scale, 4)) if scale else (label(key), value))
     rows += [(label(f"stress.{name}"), value) for name, value in metrics["stress"].items() if isinstance(value, float)]
     return rows
 

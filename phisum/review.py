@@ -25,7 +25,7 @@ import click
 from rouge_score import rouge_scorer
 
 from phisum.files import write_text
-from phisum.labels import label
+from phisum.labels import label, score_at
 from phisum.metrics import CORPUS_METRICS
 from phisum.significance import COMPARISONS, PairingError, check_paired, holm, paired_bootstrap
 from phisum.stress import PAIRED_SCORES
@@ -154,15 +154,6 @@ def read_rows(path: str, rev: str | None) -> dict[str, dict]:
     return {row["id"]: row for row in map(json.loads, filter(None, read_text(path, rev).split("\n"))) if row}
 
 
-def lookup(metrics: dict, dotted: str) -> float | None:
-    node = metrics
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node if isinstance(node, int | float) and not isinstance(node, bool) else None
-
-
 def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
@@ -177,11 +168,11 @@ def headline_table(runs: dict[str, dict], labels: dict[str, str]) -> list[str]:
     ]
     rows = []
     for key in HEADLINE:
-        values = [lookup(runs[rev][model], key) for model in ("base", "peft") for rev in (base_rev, this_rev)]
+        values = [score_at(runs[rev][model], key) for model in ("base", "peft") for rev in (base_rev, this_rev)]
         if any(v is not None for v in values):
             rows.append(f"| {label(key)} | " + " | ".join(map(fmt, values)) + " |")
     for key in TRAIN_HEADLINE:
-        values = [lookup(runs[rev]["train"], key) for rev in (base_rev, this_rev)]
+        values = [score_at(runs[rev]["train"], key) for rev in (base_rev, this_rev)]
         if any(v is not None for v in values):
             rows.append(f"| {label(f'train.{key}')} | | | {fmt(values[0])} | {fmt(values[1])} |")
     return header + rows
