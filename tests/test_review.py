@@ -135,8 +135,8 @@ def test_review_of_a_code_only_branch_and_of_main_against_itself(team, tmp_path)
     assert "Params changed: none" in review_in(main, "origin/main")
 
 
-def test_an_experiment_becomes_a_branch_and_a_review_as_the_readme_says(demo_repo, tmp_path):
-    """README, "From an experiment to a pull request": run, switch to a new branch, commit, push, review."""
+def test_an_experiment_becomes_a_branch_and_a_review_as_docs_workflow_says(demo_repo, tmp_path):
+    """docs/workflow.md, "From an experiment to a pull request": run, switch to a new branch, commit, push, review."""
     repo = copy_demo(demo_repo[0], tmp_path / "repo")
     run(["git", "branch", "-M", "main"], repo)
     run(["git", "add", "-A"], repo)
