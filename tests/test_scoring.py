@@ -802,7 +802,7 @@ def test_evaluate_rescaling_without_a_baseline_is_a_one_line_error(tmp_path):
 
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="offline DialogSum copy (../shared) not present")
 def test_full_test_set_directory_prepares_500_dialogues_and_scores_the_human_ceiling(tmp_path, tiny_model_dir):
-    """README "Scoring the full test set": the seed's train/validation beside the full test CSV as test.csv."""
+    """docs/metrics.md "Scoring the full test set": the seed's train/validation beside the full test CSV as test.csv."""
     for split in ("train", "validation"):
         (tmp_path / f"{split}.csv").symlink_to(SHARED_DATA / "neil-code-dialogsum-test" / f"{split}.csv")
     (tmp_path / "test.csv").symlink_to(SHARED_DATA / "knkarthick-dialogsum-csv" / "dialogsum" / "dialogsum_test.csv")
