@@ -1,4 +1,4 @@
-"""phisum.export's command: full precision by default, as the README says."""
+"""phisum.export's command: full precision by default, as docs/t4.md ("Export") says."""
 
 import json
 
