@@ -245,6 +245,11 @@ def test_gpu_kit_size_check_and_run_command():
     command = gpu_kit.run_command(".gpukit")
     assert len(command) <= 2000  # the device tool's limit
     assert "--target /tmp/site .gpukit/*.whl" in command and "benchmarks/gpu_phi2.py --out $OUT/" in command
+    families = gpu_kit.run_command(".gpukit", families=True)
+    assert len(families) <= 2000
+    assert "benchmarks/gpu_phi2.py --families all --out $OUT/gpu_families.json 2>&1 | tee $OUT/gpu_families.log" in (
+        families
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
