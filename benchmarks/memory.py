@@ -72,6 +72,18 @@ def quantized_biases(model: nn.Module) -> int:
     )
 
 
+def unquantized_params(model: nn.Module) -> dict:
+    """The parameters bitsandbytes leaves un-quantized, by kind: what weight_bytes counts as the rest."""
+    head = model.get_output_embeddings()
+    parts = {"embeddings": 0, "lm_head": sum(p.numel() for p in head.parameters()), "norms": 0}
+    for module in model.modules():
+        if isinstance(module, nn.Embedding) and module is not head:
+            parts["embeddings"] += module.weight.numel()
+        elif type(module).__name__.endswith("Norm"):
+            parts["norms"] += sum(p.numel() for p in module.parameters(recurse=False))
+    return {**parts, "quantized_layer_biases": quantized_biases(model)}
+
+
 def nf4_bytes(numel: int, double_quant: bool = True) -> int:
     """Bytes of one NF4 matrix: packed 4-bit weights plus its quantization constants."""
     blocks = math.ceil(numel / BLOCK)

@@ -25,7 +25,7 @@ from phisum.fullsize import CUDA_CONTEXT_MIB, FAMILIES, T4_TOTAL_MIB, family_con
 from phisum.params import ParamsError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as `python benchmarks/t4_fit.py`: memory.py beside it
-from memory import training_bytes  # noqa: E402
+from memory import training_bytes, unquantized_params  # noqa: E402
 
 MIB = 2**20
 PARTS = ("weights_nf4", "weights_rest", "lora_weights", "lora_gradients", "optimizer_8bit", "activations")
@@ -64,6 +64,7 @@ def fit_row(family: str, targets, params, budget_mib: float = T4_TOTAL_MIB) -> d
         "params": sum(p.numel() for p in model.parameters()),
         "targets": list(targets),
         "trainable_params": estimate["trainable_params"],
+        "unquantized_params": unquantized_params(model),
         "seq_len": seq_len,
         **{f"{part}_mib": round(estimate[part] / MIB, 1) for part in PARTS},
         "activation_parts_mib": {key: round(value / MIB, 1) for key, value in estimate["activation_parts"].items()},

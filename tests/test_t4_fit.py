@@ -38,6 +38,11 @@ def test_family_configs_give_the_published_parameter_counts():
     }
     assert [round(n / 1e9, 2) for n in counts.values()] == [2.78, 8.03, 7.25, 7.62]
     assert {family: spec.params for family, spec in FAMILIES.items()} == counts
+    memory = load_script("memory")
+    for family in FAMILIES:  # the un-quantized kinds account for every parameter outside the 4-bit layers
+        model = meta_model(family_config(family))
+        sizes = memory.weight_bytes(model)
+        assert sum(memory.unquantized_params(model).values()) == sizes["params"] - sizes["quantized_params"]
     assert [type(meta_model(family_config(f))).__name__ for f in FAMILIES] == [
         "PhiForCausalLM",
         "LlamaForCausalLM",
@@ -86,6 +91,15 @@ def test_phi2_estimate_parts_by_hand():
     # Not quantized: 263,101,440 values (embeddings, lm_head + bias, norms, biases) in fp32, except the
     # quantized layers' biases (4 x 2560 + 10240 + 2560 per layer), 16-bit.
     assert estimate["weights_rest"] == 4 * 263_101_440 - 2 * 32 * 23_040
+    # What stays un-quantized, by hand: 51,200 x 2560 embeddings; lm_head with its bias; 33 LayerNorms
+    # (weight + bias); the biases of the quantized layers. Together: the 263,101,440 above.
+    assert memory.unquantized_params(meta_model()) == {
+        "embeddings": 51_200 * 2560,
+        "lm_head": 51_200 * 2560 + 51_200,
+        "norms": 33 * 2 * 2560,
+        "quantized_layer_biases": 32 * 23_040,
+    }
+    assert sum(memory.unquantized_params(meta_model()).values()) == 263_101_440
     parts = estimate["activation_parts"]
     assert parts["checkpoints"] == 32 * 2048 * 2560 * 4
     assert parts["loss_tile"] == 2048 * 32768 * 15 + 32768 * 2560 * 2  # one [2048 x 32768] tile, fp16 lm_head chunk
