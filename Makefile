@@ -99,5 +99,8 @@ bench: setup
 	$(BIN)/python benchmarks/generation.py --repeats $(REPEATS) --threads 1 --out $(BENCH_OUT)/generation.json
 	$(BIN)/python benchmarks/training.py --steps 40 --repeats $(REPEATS) --threads 1 --out $(BENCH_OUT)/training.json
 	$(BIN)/python benchmarks/reuse.py --ranks 16,8 --threads 1 --out $(BENCH_OUT)/reuse.json
+	@# The T4 fit computes the committed recipe (params.yaml holds the CPU profile after `make demo`).
+	git show HEAD:params.yaml > $(BENCH_OUT)/params-t4.yaml
+	$(BIN)/python benchmarks/t4_fit.py --params $(BENCH_OUT)/params-t4.yaml --out $(BENCH_OUT)/t4_fit.json
 	$(if $(DATA),$(BIN)/python benchmarks/training.py --data "$(DATA)" --steps 40 --repeats $(REPEATS) \
 		--threads 1 --out $(BENCH_OUT)/training-dialogsum.json)

@@ -97,16 +97,21 @@ def check_size(kit_bytes: int, other_bytes: int, limit: int = LIMIT_BYTES) -> No
         )
 
 
-def run_command(kit_dir: str) -> str:
-    """The one device `run` command: install the kit into /tmp/site, then the benchmark, output to $OUT."""
+def run_command(kit_dir: str, families: bool = False) -> str:
+    """A device `run` command: install the kit into /tmp/site, then the benchmark, output to $OUT.
+
+    families: the second call, `--families all` (Llama-3-8B, Mistral-7B-v0.3, Qwen2.5-7B) instead of Phi-2.
+    """
+    name = "gpu_families" if families else "gpu_phi2"
+    option = "--families all " if families else ""
     # The image's own versions of what the kit's wheels need (datasets wants pyarrow >= 24, fsspec <= 2026.9.0)
     # are printed first: a failing import then names its cause.
     return (
         "set -o pipefail; python3 -m pip list 2>/dev/null | grep -iE '^(pyarrow|fsspec|pandas|huggingface.hub|"
         "tokenizers|accelerate|torch|triton) '; python3 -m pip install -q --no-index --no-deps --no-compile "
         f"--no-cache-dir --upgrade --target /tmp/site {kit_dir}/*.whl || exit; export PYTHONPATH=/tmp/site:$PWD "
-        "HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1; python3 benchmarks/gpu_phi2.py --out $OUT/gpu_phi2.json 2>&1 "
-        "| tee $OUT/gpu_phi2.log"
+        f"HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1; python3 benchmarks/gpu_phi2.py {option}--out $OUT/{name}.json 2>&1 "
+        f"| tee $OUT/{name}.log"
     )
 
 
@@ -137,6 +142,8 @@ def main(kit_dir: str, cuda: str) -> None:
     click.echo("\nOn a session lent a GPU, call the device tool's run with:")
     click.echo(f'  carry: ["{kit_dir}"]   timeout_s: 600')
     click.echo(f"  command: {run_command(kit_dir)}")
+    click.echo("Then, in a second call with the same carry, the other model families (#22: will they fit a T4?):")
+    click.echo(f"  command: {run_command(kit_dir, families=True)}")
 
 
 if __name__ == "__main__":

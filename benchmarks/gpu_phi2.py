@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_phi2.py [--steps 6] [--peak-tflops 989] [--out results.json]
     python benchmarks/gpu_phi2.py --dry-run [--out results.json]    (no GPU: the same run on a tiny model, CPU)
+    python benchmarks/gpu_phi2.py --families all [--out families.json]    (a second call: the other families)
 
 No download: phisum.fullsize writes Phi-2's architecture with random fp16 weights. Training goes through
 phisum.training (4-bit NF4 load, k-bit preparation, SFTConfig from params.yaml) and TRL's SFTTrainer,
@@ -16,7 +17,15 @@ the loss-kernel path TRL actually took (Triton or torch, seen while it trained),
 both, so fp16 (torch kernels, as on a T4) and bf16 (Triton where available) are never taken for a dtype-only
 comparison. Meant to finish in under 8 minutes.
 --dry-run checks the full-size configs on the meta device, then runs every step above on the CPU
-with a tiny random Phi, float32 and short lengths (what CI can check without a GPU).
+with a tiny random Phi, float32 and short lengths (what CI can check without a GPU), then the family
+measurement below on small random models of each family.
+
+--families NAME,... (or all) measures, instead of Phi-2, the other families of phisum.fullsize.FAMILIES
+(Llama-3-8B, Mistral-7B-v0.3, Qwen2.5-7B): each is written with random fp16 weights from its cited config
+on this machine (no hub: random weights are enough for memory), trained by the same code in fp16 with
+TRL's torch loss kernels (the T4 path) with LoRA on its attention projections, batch 1, at 1,024 and
+2,048 tokens, and its peak memory is set against benchmarks/memory.py's estimate (benchmarks/t4_fit.py).
+Each family's results are written as soon as it is done, and its ~15 GB checkpoint deleted.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ import json
 import platform
 import random
 import resource
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +50,17 @@ from datasets import Dataset
 from peft import PeftModel, get_peft_model
 from transformers import PhiConfig, TrainerCallback
 
-from phisum.fullsize import PHI2_PARAMS, load_recipe, meta_model, synthetic_texts, write_random_phi2
+from phisum.fullsize import (
+    FAMILIES,
+    PHI2_PARAMS,
+    T4_TOTAL_MIB,
+    family_config,
+    load_recipe,
+    meta_model,
+    synthetic_texts,
+    write_random_model,
+    write_random_phi2,
+)
 from phisum.generation import NonFiniteScoresError, cut_at_stop_string, generate_summaries, masked_attention_kernels
 from phisum.modeling import build_lora_config, build_quantization_config, load_base_model, load_tokenizer
 from phisum.params import ModelParams, ParamsError
@@ -48,12 +69,27 @@ from phisum.synthetic import make_example
 from phisum.tiny_model import build_tiny_model
 from phisum.training import build_sft_config, build_trainer, load_trainable_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as `python benchmarks/gpu_phi2.py`: memory.py beside it
+from memory import training_bytes  # noqa: E402
+
 # Dense 16-bit tensor-core peaks (TFLOPS) from vendor datasheets; first matching name wins.
 PEAK_TFLOPS = {"H100 PCIe": 756, "H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10G": 70, "T4": 65}
-T4_MIB = 15_360  # a 16 GB T4's memory as nvidia-smi reports it
+T4_MIB = T4_TOTAL_MIB  # a 16 GB T4's memory as torch reports it (nvidia-smi's 15,360 MiB is more than a process gets)
 LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets", "tokenizers", "triton")
 GPU_RUN = {"seq_lengths": (512, 1024, 2048), "prompts": 16, "new_tokens": 48, "batch_sizes": (1, 8, 16)}
 DRY_RUN = {"seq_lengths": (32, 64), "prompts": 4, "new_tokens": 8, "batch_sizes": (1, 2, 4)}
+OTHER_FAMILIES = tuple(family for family in FAMILIES if family != "phi-2")
+FAMILY_RUN = {"seq_lengths": (1024, 2048), "steps": 3}
+DRY_FAMILY_RUN = {"seq_lengths": (32,), "steps": 3}
+# The small shapes --dry-run gives each family (its tokenizer has 2,048 tokens).
+DRY_FAMILY_SHAPES = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 2048,
+}
 MIB = 2**20
 
 
@@ -75,6 +111,21 @@ def check_configs(params) -> dict:
     build_quantization_config(params.quantization, torch.bfloat16)
     trainable = get_peft_model(model, build_lora_config(params.lora)).get_nb_trainable_parameters()[0]
     return {"params": total, "trainable_params": trainable}  # r=32 on q/k/v/dense: 20,971,520
+
+
+def check_family_configs(params) -> dict:
+    """Each other family on the meta device: its parameter count is the published one; LoRA's trainable count."""
+    counts = {}
+    for family in OTHER_FAMILIES:
+        model = meta_model(family_config(family))
+        total = sum(p.numel() for p in model.parameters())
+        assert total == FAMILIES[family].params, (
+            f"{family}: {total:,} parameters, published {FAMILIES[family].params:,}"
+        )
+        lora = dataclasses.replace(params.lora, target_modules=list(FAMILIES[family].attention))
+        trainable = get_peft_model(model, build_lora_config(lora)).get_nb_trainable_parameters()[0]
+        counts[family] = {"params": total, "trainable_params": trainable}
+    return counts
 
 
 class Memory:
@@ -328,12 +379,64 @@ def measure_generation(params, compute_dtype, adapter_dir: Path, settings: dict,
     return results
 
 
+def measure_family(params_path: Path, family: str, work: Path, dry_run: bool, memory: Memory, context_mib) -> dict:
+    """One family's peak training memory (fp16 and TRL's torch loss kernels on a GPU: the T4 path) and the estimate.
+
+    The random-weight checkpoint is written on this machine and deleted afterwards (7-8B in fp16: ~15 GB).
+    """
+    settings = DRY_FAMILY_RUN if dry_run else FAMILY_RUN
+    model_dir = work / family
+    started = time.perf_counter()
+    if dry_run:
+        write_random_model(model_dir, family, seed=0, dtype=torch.float32, **DRY_FAMILY_SHAPES)
+    else:
+        write_random_model(model_dir, family, seed=0, device="cuda")
+    written_s = round(time.perf_counter() - started)
+    targets = list(FAMILIES[family].attention)
+    params = run_params(params_path, model_dir, "cpu" if dry_run else "cuda", max(settings["seq_lengths"]))
+    params = dataclasses.replace(params, lora=dataclasses.replace(params.lora, target_modules=targets))
+    compute_dtype = torch.float32 if dry_run else torch.float16
+    kernels = trl.kernels.chunked_logprob
+    triton_allowed = kernels._TRITON_AVAILABLE
+    kernels._TRITON_AVAILABLE = False  # the T4 path: TRL's torch loss kernels (below compute capability 8.0)
+    try:
+        runs = train_one_dtype(params, compute_dtype, settings["steps"], settings["seq_lengths"], memory, None)
+    finally:
+        kernels._TRITON_AVAILABLE = triton_allowed
+    shapes = meta_model(family_config(family, **(DRY_FAMILY_SHAPES if dry_run else {})))
+    for seq_len in settings["seq_lengths"]:
+        estimate = training_bytes(shapes, targets, params.lora.r, seq_len, params.quantization.double_quant)
+        runs[seq_len]["estimate_mib"] = round(estimate["total"] / MIB)  # CUDA context not included
+        if memory.cuda:
+            runs[seq_len]["fits_t4_with_context"] = runs[seq_len]["peak_reserved_mib"] + context_mib <= T4_MIB
+    shutil.rmtree(model_dir)
+    return {"model": FAMILIES[family].name, "targets": targets, "written_s": written_s, **runs}
+
+
+def run_families(params_path: Path, work: Path, families, dry_run: bool, save) -> dict:
+    """--families: each family's peak memory at the recipe's settings, saved after each family."""
+    memory = Memory("cpu" if dry_run else "cuda")
+    results: dict = {"versions": library_versions(), "families": {}}
+    if not dry_run:
+        results["device"] = torch.cuda.get_device_name()
+        torch.cuda.init()
+        results["cuda_context_mib"] = memory.context_mib()  # before any allocation: context and loaded kernels
+    for family in families:
+        click.echo(f"  {family}")
+        context = results.get("cuda_context_mib")
+        results["families"][family] = measure_family(params_path, family, work, dry_run, memory, context)
+        save(results)
+    return results
+
+
 def run(params_path: Path, work: Path, dry_run: bool, steps: int, peak_tflops: float | None) -> dict:
     settings = DRY_RUN if dry_run else GPU_RUN
     device = "cpu" if dry_run else "cuda"
     memory = Memory(device)
     started = time.perf_counter()
-    results: dict = {"versions": library_versions(), "meta_device": check_configs(load_recipe(params_path))}
+    recipe = load_recipe(params_path)
+    results: dict = {"versions": library_versions(), "meta_device": check_configs(recipe)}
+    results["meta_device_families"] = check_family_configs(recipe)
     model_dir, adapter_dir = work / "model", work / "adapter"
     if dry_run:
         build_tiny_model(synthetic_texts(200, seed=0), model_dir, seed=0)
@@ -379,6 +482,8 @@ def run(params_path: Path, work: Path, dry_run: bool, steps: int, peak_tflops: f
         name = str(compute_dtype).removeprefix("torch.")
         results["generation"][name] = measure_generation(params, compute_dtype, adapter_dir, settings, memory)
         click.echo(f"  generation, {name}: {results['generation'][name]}")
+    if dry_run:  # the --families path too, on small models of each family
+        results["families"] = run_families(params_path, work, OTHER_FAMILIES, True, lambda _: None)["families"]
     results["wall_s"] = round(time.perf_counter() - started)
     return results
 
@@ -389,20 +494,38 @@ def run(params_path: Path, work: Path, dry_run: bool, steps: int, peak_tflops: f
 @click.option("--peak-tflops", type=float, default=None, help="The GPU's dense 16-bit peak; detected by name if unset.")
 @click.option("--out", "out_path", default="", help="Also write the results as JSON here.")
 @click.option("--dry-run", is_flag=True, help="No GPU: the same run on a tiny random Phi on the CPU.")
-def main(params_path: Path, steps: int, peak_tflops: float | None, out_path: str, dry_run: bool) -> None:
+@click.option(
+    "--families",
+    default="",
+    help=f"Instead of Phi-2: these families' peak training memory ({','.join(OTHER_FAMILIES)}, or all).",
+)
+def main(params_path: Path, steps: int, peak_tflops: float | None, out_path: str, dry_run: bool, families: str) -> None:
     try:
         load_recipe(params_path)  # before minutes of setup, and before the GPU is touched
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
+    chosen = list(OTHER_FAMILIES) if families == "all" else [name for name in families.split(",") if name]
+    unknown = [name for name in chosen if name not in OTHER_FAMILIES]
+    if unknown:
+        raise click.ClickException(
+            f"--families: no family {', '.join(unknown)}; choose from {', '.join(OTHER_FAMILIES)} or all"
+        )
     if not dry_run and not torch.cuda.is_available():
         raise click.ClickException("no CUDA device: this benchmark needs a GPU (use --dry-run to check it on the CPU)")
     if not dry_run and peak_tflops is None:
         peak_tflops = next((peak for key, peak in PEAK_TFLOPS.items() if key in torch.cuda.get_device_name()), None)
+
+    def save(results: dict) -> None:
+        if out_path:
+            Path(out_path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
     with tempfile.TemporaryDirectory() as work:
-        results = run(params_path, Path(work), dry_run, steps, peak_tflops)
+        if chosen:
+            results = run_families(params_path, Path(work), chosen, dry_run, save)
+        else:
+            results = run(params_path, Path(work), dry_run, steps, peak_tflops)
     click.echo(json.dumps(results))
-    if out_path:
-        Path(out_path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    save(results)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,37 @@ def test_gpu_script_dry_run_runs_every_step_on_the_cpu(tmp_path, committed_param
         assert generation[size]["differ_from_batch_1"] == generation[size]["text_differs_from_batch_1"] == 0
         assert generation[size]["differing_prompts"] == []
     assert generation["1"]["new_tokens"] == generation["4"]["new_tokens"] > 0
+    # The other families (#22 item 3): published sizes on the meta device, then the --families path on small
+    # random models of each (LoRA r=32 on q/k/v/o_proj; hidden 128, 2 KV heads of 32, 2 layers).
+    assert results["meta_device_families"] == {
+        "llama-3-8b": {"params": 8_030_261_248, "trainable_params": 27_262_976},
+        "mistral-7b-v0.3": {"params": 7_248_023_552, "trainable_params": 27_262_976},
+        "qwen2.5-7b": {"params": 7_615_616_512, "trainable_params": 20_185_088},
+    }
+    assert list(results["families"]) == ["llama-3-8b", "mistral-7b-v0.3", "qwen2.5-7b"]
+    for family in results["families"].values():
+        assert family["targets"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+        assert family["trainable_params"] == 2 * 32 * (4 * 128 + 128 + 64 + 64 + 128)
+        row = family["32"]
+        assert row["finite_losses"] and row["loss_kernels"] == "torch" and row["estimate_mib"] > 0
+
+
+def test_gpu_script_families_option(tmp_path, committed_params):
+    """--families NAME: only those families, written to --out; an unknown name is one line naming the choices."""
+    gpu_phi2 = load_script("gpu_phi2")
+
+    out = tmp_path / "families.json"
+    args = ["--dry-run", "--families", "qwen2.5-7b", "--params", str(committed_params), "--out", str(out)]
+    result = CliRunner().invoke(gpu_phi2.main, args)
+    assert result.exit_code == 0, result.output
+    results = json.loads(out.read_text())
+    assert list(results["families"]) == ["qwen2.5-7b"] and "training" not in results
+    assert results["families"]["qwen2.5-7b"]["model"] == "Qwen/Qwen2.5-7B"
+    args = ["--dry-run", "--families", "llama-2", "--params", str(committed_params)]
+    result = CliRunner().invoke(gpu_phi2.main, args)
+    assert result.exit_code == 1 and result.output == (
+        "Error: --families: no family llama-2; choose from llama-3-8b, mistral-7b-v0.3, qwen2.5-7b or all\n"
+    )
 
 
 def test_generation_is_compared_by_token_ids_which_catches_what_decoded_text_hides(tokenizer):
@@ -214,6 +245,11 @@ def test_gpu_kit_size_check_and_run_command():
     command = gpu_kit.run_command(".gpukit")
     assert len(command) <= 2000  # the device tool's limit
     assert "--target /tmp/site .gpukit/*.whl" in command and "benchmarks/gpu_phi2.py --out $OUT/" in command
+    families = gpu_kit.run_command(".gpukit", families=True)
+    assert len(families) <= 2000
+    assert "benchmarks/gpu_phi2.py --families all --out $OUT/gpu_families.json 2>&1 | tee $OUT/gpu_families.log" in (
+        families
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
