@@ -1,6 +1,8 @@
 """One command per model family (#22 item 1): phisum/families.py's `dvc exp run -S` overrides, applied by DVC's own
 override code to the committed params.yaml, give valid params naming the family's model and LoRA targets."""
 
+import os
+
 import pytest
 from click.testing import CliRunner
 from dvc.utils.hydra import apply_overrides
@@ -51,3 +53,24 @@ def test_the_command_prints_the_experiment_it_runs():
         "dvc exp run -n llama-3-8b -S model.name=meta-llama/Meta-Llama-3-8B -S model.revision=null "
         "-S 'lora.target_modules=[q_proj,k_proj,v_proj,o_proj]' --queue\n"
     )
+
+
+def test_the_command_runs_dvc_exp_run_with_the_familys_overrides_and_passes_its_exit_code(tmp_path, monkeypatch):
+    # A stand-in dvc on PATH that records its arguments, one a line, and fails as DVC does on a used name.
+    (tmp_path / "dvc").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$0.args"\nexit 3\n')
+    (tmp_path / "dvc").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    result = CliRunner().invoke(families.main, ["qwen2.5-7b"])
+    assert result.exit_code == 3
+    assert (tmp_path / "dvc.args").read_text().splitlines() == [
+        "exp",
+        "run",
+        "-n",
+        "qwen2.5-7b",
+        "-S",
+        "model.name=Qwen/Qwen2.5-7B",
+        "-S",
+        "model.revision=null",
+        "-S",
+        "lora.target_modules=[q_proj,k_proj,v_proj,o_proj]",
+    ]
