@@ -275,16 +275,34 @@ class SplitStats:
         }
 
 
-def fit_dialogue(dialogue: str, template: str, tokenizer, budget: int) -> tuple[str, bool]:
-    """Cut the dialogue (never the template) so the prompt is at most `budget` tokens."""
-    overhead = len(tokenizer(build_prompt(template, ""))["input_ids"])
+def fit_dialogue(dialogue: str, template: str, tokenizer, budget: int, suffix: str = "") -> tuple[str, bool]:
+    """Cut the dialogue (never the template) so the prompt, followed by suffix, is at most `budget` tokens.
+
+    Counted on the whole text, as it is tokenized for training (prompt + summary + EOS: TRL cuts what is longer
+    than max_length at the end, the EOS first) and for generation: the template and the dialogue counted apart
+    miss tokens that form only across their boundary. With the committed template, a tokenizer with a "\n\n"
+    token (Phi-2, Llama-3, Qwen2.5) counts ".\n\n\nOutput" one token shorter than ".\n\n#...\nOutput".
+    """
+
+    def length(text: str) -> int:
+        return len(tokenizer(build_prompt(template, text) + suffix)["input_ids"])
+
+    if length(dialogue) <= budget:
+        return dialogue, False
+    overhead = length("")
+    if overhead >= budget:
+        template_only = len(tokenizer(build_prompt(template, ""))["input_ids"])
+        available = budget - (overhead - template_only)
+        raise DataError(f"prompt.template alone takes {template_only} tokens, more than the {available} available")
     ids = tokenizer(dialogue, add_special_tokens=False)["input_ids"]
     room = budget - overhead
-    if room <= 0:
-        raise DataError(f"prompt.template alone takes {overhead} tokens, more than the {budget} available")
-    if len(ids) <= room:
-        return dialogue, False
-    return tokenizer.decode(ids[:room]), True
+    while room > 0:
+        cut = tokenizer.decode(ids[:room])
+        over = length(cut) - budget
+        if over <= 0:
+            return cut, True
+        room -= over
+    return "", True
 
 
 def fit_prompts(rows: list[dict], template: str, tokenizer, budget: int) -> tuple[list[dict], int]:
@@ -355,8 +373,8 @@ def prepare_split(
 ) -> tuple[list[dict], SplitStats]:
     """Make prompt/completion rows.
 
-    reserve: tokens kept free after the prompt: the summary's own length (+1 for EOS) when None
-    (training splits), or a fixed generation budget (test).
+    reserve: tokens kept free after the prompt: None (training splits) for the summary and its EOS, counted
+    with the prompt as one text, or a fixed generation budget (test).
     on_bad_rows: "error" stops at the first unusable row (naming it); "drop" skips and counts it.
     held_out: normalized test dialogues; a training row with one of them is leakage into the scores.
     """
@@ -376,7 +394,10 @@ def prepare_split(
                 )
             stats.dropped["summary_too_long"] = stats.dropped.get("summary_too_long", 0) + 1
             continue
-        dialogue, truncated = fit_dialogue(dialogue, template, tokenizer, max_length - room_after_prompt)
+        if reserve is None:  # the whole training text, as TRL tokenizes it: prompt + summary + EOS
+            dialogue, truncated = fit_dialogue(dialogue, template, tokenizer, max_length, summary + tokenizer.eos_token)
+        else:
+            dialogue, truncated = fit_dialogue(dialogue, template, tokenizer, max_length - reserve)
         stats.truncated += truncated
         prompt = build_prompt(template, dialogue)
         stats.prompt_tokens.append(len(tokenizer(prompt)["input_ids"]))

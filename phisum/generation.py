@@ -59,6 +59,19 @@ class FiniteScoresCheck(LogitsProcessor):
         return scores
 
 
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """The tokenizer's EOS and every EOS the model's generation_config.json lists (tokenizer's first).
+
+    An instruct model can end its turn with a token that is not the tokenizer's eos_token: Llama-3-Instruct's
+    <|eot_id|> (released with eos_token <|end_of_text|>; generation_config lists both), Qwen2.5-Instruct's
+    <|endoftext|> next to <|im_end|>. Passing only tokenizer.eos_token_id to generate() overrides that list, and
+    generation runs on past the end of the summary.
+    """
+    listed = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    listed = [] if listed is None else [listed] if isinstance(listed, int) else list(listed)
+    return list(dict.fromkeys([tokenizer.eos_token_id, *listed]))
+
+
 def masked_attention_kernels(device: torch.device):
     """On CUDA, let SDPA pick only the kernels that are safe for left-padded masks."""
     if device.type != "cuda":
@@ -73,7 +86,7 @@ def generate_summaries(
     """Greedy summaries for prompts, in input order.
 
     Prompts are batched longest first (less padding), left-padded so every row's new tokens start
-    at the same position. Generation stops at EOS or, as a fallback for a model that does not emit
+    at the same position. Generation stops at any EOS (eos_token_ids) or, as a fallback for a model that does not emit
     it (an untuned base model rambles on into a new "Instruct:"), at a stop string in the generated
     text, which is cut off. Returns {"text", "new_tokens", "stopped"} per prompt; stopped is False
     when generation hit max_new_tokens without EOS or a stop string. Raises NonFiniteScoresError,
@@ -83,6 +96,7 @@ def generate_summaries(
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     results: list[dict | None] = [None] * len(prompts)
     device = next(model.parameters()).device
+    eos_ids = eos_token_ids(model, tokenizer)
     for start in tqdm(range(0, len(order), batch_size), desc="generate", unit="batch"):
         batch = order[start : start + batch_size]
         inputs = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True).to(device)
@@ -94,7 +108,7 @@ def generate_summaries(
                 **inputs,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=eos_ids,
                 pad_token_id=tokenizer.pad_token_id,
                 logits_processor=LogitsProcessorList([finite]),
                 stopping_criteria=StoppingCriteriaList(stopping),
@@ -103,8 +117,9 @@ def generate_summaries(
             raise NonFiniteScoresError(sorted(batch[row] for row in finite.bad_rows))
         new_tokens = output[:, prompt_length:]
         for row, i in zip(new_tokens.tolist(), batch, strict=True):
-            ended = tokenizer.eos_token_id in row
-            kept = row[: row.index(tokenizer.eos_token_id)] if ended else row
+            ends = [row.index(eos) for eos in eos_ids if eos in row]
+            ended = bool(ends)
+            kept = row[: min(ends)] if ended else row
             text, cut = cut_at_stop_string(tokenizer.decode(kept, skip_special_tokens=True), list(stop_strings))
             results[i] = {"text": text.strip(), "new_tokens": len(kept), "stopped": ended or cut}
     return results  # type: ignore[return-value]

@@ -177,6 +177,26 @@ WHERE_MODELS_LIVE = (
 )
 
 
+TOKENS_PAGE = "https://huggingface.co/settings/tokens"
+
+
+def gated_model_message(name: str) -> str:
+    """What to do about a gated model (Llama-3, Mistral): accept its terms, then a token of that account. The
+    token is read from the environment (HF_TOKEN) or `hf auth login`'s file by huggingface_hub, never written."""
+    from huggingface_hub import get_token
+
+    accept = (
+        f"accept its terms on https://huggingface.co/{name} with your account, then set HF_TOKEN to a read token "
+        f"of that account ({TOKENS_PAGE})"
+    )
+    if get_token() is None:
+        return f"model.name: {name} is gated on the hub and no hub token is set: {accept}"
+    return (
+        f"model.name: {name} is gated on the hub and the hub token set here has no access to it (yet): {accept}; "
+        "a request may await approval"
+    )
+
+
 def check_model_source(model: ModelParams) -> None:
     """One ParamsError naming model.name / model.revision when they resolve to nothing, before any work.
 
@@ -187,6 +207,7 @@ def check_model_source(model: ModelParams) -> None:
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
+        HfHubHTTPError,
         HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
@@ -208,8 +229,8 @@ def check_model_source(model: ModelParams) -> None:
         hf_hub_download(name, "config.json", revision=revision)
     except HFValidationError:
         raise ParamsError(f"{nowhere} and not a hub id; {WHERE_MODELS_LIVE}") from None
-    except GatedRepoError:
-        raise ParamsError(f"model.name: {name} is gated on the hub; accept its terms there and set HF_TOKEN") from None
+    except GatedRepoError:  # before RepositoryNotFoundError, its parent
+        raise ParamsError(gated_model_message(name)) from None
     except RepositoryNotFoundError:
         raise ParamsError(
             f"{nowhere} and no hub model (or a private one: set HF_TOKEN); check the spelling, or {WHERE_MODELS_LIVE}"
@@ -228,4 +249,12 @@ def check_model_source(model: ModelParams) -> None:
     except EntryNotFoundError:
         raise ParamsError(
             f"model.name: {name} (revision {revision}) has no config.json; not a transformers model"
+        ) from None
+    except HfHubHTTPError as error:  # last: the errors above are its subclasses
+        if error.response is None or error.response.status_code != 401:
+            raise
+        # 401 without a GatedRepo/RepoNotFound code: the hub refuses the token itself.
+        raise ParamsError(
+            f"the hub refuses the hub token set here (HF_TOKEN): invalid or revoked; create a read token at "
+            f"{TOKENS_PAGE} and set HF_TOKEN to it"
         ) from None

@@ -105,3 +105,226 @@ def build_tiny_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+
+
+# Tiny stand-ins for the other families (issue #22): each with its family's model class and its real tokenizer's
+# conventions, written as the hub's tokenizer_config.json / generation_config.json write them, so AutoTokenizer
+# loads them through the same class and code path as the real model. Character-level vocabularies (no merges):
+# a token is a character, so tests derive token ids and labels by hand. Sources are in docs/families.md.
+TINY_FAMILY_DIMS = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 2048,
+}
+TINY_FAMILIES = {
+    # microsoft/phi-2: bos = eos = unk = <|endoftext|>, no pad, no BOS added (as the tiny Phi above).
+    "phi-2": {
+        "model_type": "phi",
+        "style": "byte_level",
+        "special": ["<|endoftext|>"],
+        "tokenizer_config": {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": "<|endoftext|>",
+            "eos_token": "<|endoftext|>",
+            "unk_token": "<|endoftext|>",
+        },
+        "template": None,
+        "generation_eos": ["<|endoftext|>"],
+    },
+    # meta-llama/Meta-Llama-3-8B: no pad; its tokenizer.json's post-processor adds <|begin_of_text|>.
+    "llama-3": {
+        "model_type": "llama",
+        "style": "byte_level",
+        "special": ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        "tokenizer_config": {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": "<|begin_of_text|>",
+            "eos_token": "<|end_of_text|>",
+        },
+        "template": "<|begin_of_text|> $A",
+        "generation_eos": ["<|end_of_text|>"],
+    },
+    # meta-llama/Meta-Llama-3-8B-Instruct as first released: the tokenizer's EOS is still <|end_of_text|>, turns end
+    # with <|eot_id|>, which only generation_config.json lists (eos_token_id [128001, 128009]).
+    "llama-3-instruct": {
+        "model_type": "llama",
+        "style": "byte_level",
+        "special": ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        "tokenizer_config": {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": "<|begin_of_text|>",
+            "eos_token": "<|end_of_text|>",
+        },
+        "template": "<|begin_of_text|> $A",
+        "generation_eos": ["<|end_of_text|>", "<|eot_id|>"],
+    },
+    # mistralai/Mistral-7B-v0.3: a LlamaTokenizer (SentencePiece-style, byte fallback) that adds <s>, no pad.
+    "mistral": {
+        "model_type": "mistral",
+        "style": "metaspace",
+        "special": ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"],
+        "tokenizer_config": {
+            "tokenizer_class": "LlamaTokenizer",
+            "add_bos_token": True,
+            "add_eos_token": False,
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "unk_token": "<unk>",
+            "pad_token": None,
+            "legacy": False,
+        },
+        "template": "<s> $A",
+        "generation_eos": ["</s>"],
+    },
+    # Qwen/Qwen2.5-7B: no BOS at all, pad = eos = <|endoftext|> (the seed tutorial's trap).
+    "qwen2.5": {
+        "model_type": "qwen2",
+        "style": "byte_level",
+        "special": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        "tokenizer_config": {
+            "tokenizer_class": "Qwen2Tokenizer",
+            "add_bos_token": False,
+            "bos_token": None,
+            "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>",
+            "errors": "replace",
+        },
+        "template": None,
+        "generation_eos": ["<|endoftext|>"],
+    },
+    # Qwen/Qwen2.5-7B-Instruct: eos <|im_end|>, pad <|endoftext|>; generation_config eos_token_id [151645, 151643].
+    "qwen2.5-instruct": {
+        "model_type": "qwen2",
+        "style": "byte_level",
+        "special": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        "tokenizer_config": {
+            "tokenizer_class": "Qwen2Tokenizer",
+            "add_bos_token": False,
+            "bos_token": None,
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "errors": "replace",
+        },
+        "template": None,
+        "generation_eos": ["<|im_end|>", "<|endoftext|>"],
+    },
+}
+
+
+def family_tokenizer_json(family: str) -> str:
+    """tokenizer.json of a character-level tokenizer with the family's special tokens and pre/post-processing."""
+    from tokenizers import processors
+
+    spec = TINY_FAMILIES[family]
+    special = spec["special"]
+    if spec["style"] == "byte_level":
+        # Regular tokens first, special ones after them (as Llama-3 and Qwen2.5 number them).
+        vocab = {char: index for index, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+        vocab.update({token: len(vocab) + index for index, token in enumerate(special)})
+        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+    else:
+        # Mistral: specials first (<unk> 0, <s> 1, </s> 2), byte-fallback tokens, then characters with "▁" for space.
+        chars = ["▁", *(chr(code) for code in range(33, 127))]
+        pieces = [*special, *(f"<0x{byte:02X}>" for byte in range(256)), *chars]
+        vocab = {piece: index for index, piece in enumerate(pieces)}
+        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+        tokenizer.decoder = decoders.Sequence(
+            [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+        )
+    from tokenizers import AddedToken
+
+    tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in special])
+    if spec["template"]:
+        bos = spec["template"].split()[0]
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=spec["template"], pair=f"{spec['template']} {bos} $B", special_tokens=[(bos, vocab[bos])]
+        )
+    return tokenizer.to_str()
+
+
+def build_family_model(family: str, out_dir: Path, seed: int = 0, script: dict[str, str] | None = None) -> None:
+    """Write a tiny random model of `family` (see TINY_FAMILIES) with its tokenizer and generation config.
+
+    script: {token: next token} makes greedy generation follow that chain by construction, whatever the prompt
+    before the last token: the attention and MLP outputs are zeroed (the residual stream is the token's
+    embedding), chain tokens get embeddings of their own and the output layer maps each to its successor; any
+    other token is followed by "x" (so "x" by "x"). For tests of where generation stops.
+    """
+    import json
+
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    spec = TINY_FAMILIES[family]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "tokenizer.json").write_text(family_tokenizer_json(family), encoding="utf-8")
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(spec["tokenizer_config"], indent=2), encoding="utf-8")
+    vocab = json.loads((out_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    ids = {token: vocab[token] for token in spec["special"]}
+    bos = spec["tokenizer_config"].get("bos_token")
+    eos_ids = [ids[token] for token in spec["generation_eos"]]
+    pad = spec["tokenizer_config"].get("pad_token")
+    extra = {"num_key_value_heads": 2} if spec["model_type"] != "phi" else {"partial_rotary_factor": 0.4}
+    config = AutoConfig.for_model(
+        spec["model_type"],
+        vocab_size=len(vocab),
+        **TINY_FAMILY_DIMS,
+        **extra,
+        tie_word_embeddings=False,
+        bos_token_id=ids[bos] if bos else None,
+        eos_token_id=eos_ids[0] if len(eos_ids) == 1 else eos_ids,
+        pad_token_id=ids[pad] if pad else None,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    if script:
+        successors = {vocab_id(vocab, a): vocab_id(vocab, b) for a, b in script.items()}
+        make_scripted(model, successors, default=vocab_id(vocab, "x"))
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=eos_ids[0] if len(eos_ids) == 1 else eos_ids,
+        pad_token_id=config.pad_token_id,
+    )
+    model.save_pretrained(out_dir, safe_serialization=True)
+
+
+def vocab_id(vocab: dict, token: str) -> int:
+    """A token's id in a TINY_FAMILIES vocabulary: a special token, or one character (byte-level or Metaspace)."""
+    if token in vocab:
+        return vocab[token]
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False).pre_tokenize_str(token)[0][0]
+    if byte_level in vocab:
+        return vocab[byte_level]
+    piece = token.replace(" ", "▁")
+    return vocab[piece] if piece in vocab else vocab[f"<0x{ord(token):02X}>"]  # byte fallback
+
+
+@torch.no_grad()
+def make_scripted(model, successors: dict[int, int], default: int) -> None:
+    """Greedy next token = successors[token] for the chain's tokens, `default` after any other token."""
+    hidden = model.config.hidden_size
+    for name, param in model.named_parameters():
+        if name.endswith(("o_proj.weight", "down_proj.weight", "dense.weight", "fc2.weight")) or (
+            name.endswith(".bias") and ("o_proj" in name or "down_proj" in name or "dense" in name or "fc2" in name)
+        ):
+            param.zero_()
+    chain = sorted(set(successors))
+    assert len(chain) + 1 < hidden
+    embed = model.get_input_embeddings().weight
+    embed.normal_(0, 0.02)
+    embed[:, : len(chain) + 1] = 0
+    default_axis = len(chain)
+    embed[:, default_axis] = 1.0  # every token not in the chain points at the default direction
+    head = model.get_output_embeddings()
+    head.weight.zero_()
+    if getattr(head, "bias", None) is not None:
+        head.bias.zero_()
+    for axis, token in enumerate(chain):
+        embed[token] = 0
+        embed[token, axis] = 1.0
+        head.weight[successors[token], axis] = 50.0
+    head.weight[default, default_axis] = 50.0

@@ -348,3 +348,36 @@ def test_prepare_says_once_which_columns_it_ignores(tmp_path):
         f"  ignoring column(s) notes, speaker_count in {tmp_path / 'train.csv'}, {tmp_path / 'validation.csv'}",
         f"  ignoring column(s) n, source in {tmp_path / 'test.jsonl'}",
     ]
+
+
+def newline_merging_tokenizer():
+    """Byte-level characters plus one merge, "\\n\\n" (GPT-2's, Phi-2's, Llama-3's and Qwen2.5's vocabularies all
+    have it): the template with an empty dialogue ends ".\\n\\n\\nOutput" (tokens "\\n\\n", "\\n"), with a dialogue
+    ".\\n\\n#...\\nOutput" ("\\n", "\\n", ..., "\\n"; GPT-2's pre-tokenizer keeps a newline with what follows it): one
+    token more than the template and the dialogue counted apart."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {char: index for index, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab |= {"ĊĊ": len(vocab), "<|endoftext|>": len(vocab) + 1}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[("Ċ", "Ċ")]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+
+
+@pytest.mark.parametrize(("max_length", "reserve"), [(100, None), (101, None), (140, 40)])
+def test_a_cut_row_fits_max_length_as_its_whole_text_tokenizes(max_length, reserve):
+    tokenizer = newline_merging_tokenizer()
+    # "Instruct: Summarize the below conversation." 43, "\n\n" 1, "\n" 1, "Output:" 7, "\n" 1
+    assert len(tokenizer(TEMPLATE.replace("{dialogue}", ""))["input_ids"]) == 53
+    dialogue = "#Person1#: " + "Hello there. " * 20
+    prepared, stats = prepare_split(
+        [row("a", dialogue, "They greet.")], "train.csv", TEMPLATE, tokenizer, max_length, reserve
+    )
+    assert stats.truncated == 1
+    if reserve is None:  # as TRL tokenizes a training row: prompt + summary + EOS, cut at max_length
+        ids = tokenizer(prepared[0]["prompt"] + "They greet." + tokenizer.eos_token)["input_ids"]
+        assert len(ids) == max_length and ids[-1] == tokenizer.eos_token_id
+    else:  # a test prompt keeps generate.max_new_tokens free
+        assert len(tokenizer(prepared[0]["prompt"])["input_ids"]) == max_length - reserve
