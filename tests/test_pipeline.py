@@ -80,7 +80,7 @@ def test_demo_prints_the_human_ceiling_and_the_stress_scores(demo_repo):
     assert "stress final_time_correct: PEFT - base" in printed
 
 
-def test_loss_curves_have_one_row_per_optimizer_step(demo_repo):
+def test_loss_curves_have_one_row_per_optimizer_step(demo_repo, tmp_path):
     repo, _ = demo_repo
     curves = repo / "metrics/curves/plots/metrics"
     rows = (curves / "train/loss.tsv").read_text().splitlines()
@@ -89,7 +89,7 @@ def test_loss_curves_have_one_row_per_optimizer_step(demo_repo):
     assert [int(r.split("\t")[0]) for r in (curves / "eval/loss.tsv").read_text().splitlines()[1:]] == list(
         range(50, 301, 50)
     )
-    html_dir = repo / "plots_html"
+    html_dir = tmp_path / "plots_html"  # not in the shared workspace, which other tests read
     run([DVC, "plots", "show", "-o", str(html_dir)], repo)
     assert "train/loss.tsv" in (html_dir / "index.html").read_text()
 
