@@ -71,8 +71,8 @@ demo: setup
 	@echo
 	$(IN_DEMO) python -m stages.evaluate --summary metrics
 	@echo
-	@echo "Done: the demo workspace is $(DEMO)/, a git repository of its own (git log: profile, r=32 run;"
-	@echo "dvc exp show: the r=16 experiment). cd $(DEMO), then open metrics/base.json, metrics/peft.json and"
+	@echo "Done: the demo workspace is $(DEMO)/, a git repository of its own: source $(VENV)/bin/activate; cd $(DEMO)"
+	@echo "then git log (profile, r=32 run), dvc exp show (the r=16 experiment), metrics/peft.json and"
 	@echo "reports/qualitative.md. This checkout still holds the T4 recipe; rm -rf $(DEMO) removes the demo."
 
 # In .dvc/config.local (this clone only); a team's shared remote goes in .dvc/config (README).
