@@ -1,9 +1,10 @@
 # make setup   install everything into .venv (both targets below call it)
-# make demo    the embedded CPU pipeline: dvc repro, a lora.r=16 experiment, the metrics diff
+# make demo    the embedded CPU pipeline in a workspace of its own, demo/ (DEMO=<dir>): dvc repro, a lora.r=16
+#              experiment, the metrics diff; this checkout's params.yaml, dvc.lock and .dvc files are not touched
 # make test    the test suite (what CI runs)
-# make bench   after `make demo`: BENCHMARKS.md's CPU rows into benchmarks/results/ (DATA=<dir>: the DialogSum ones too)
+# make bench   after `make demo`, on its workspace: BENCHMARKS.md's CPU rows into benchmarks/results/ (DATA=<dir>: the DialogSum ones too)
 # make gpu-kit  wheels for benchmarks/gpu_phi2.py on the lent H200 (.gpukit/, < 64 MiB) and the command to run it
-# make remote  point DVC at a local directory remote (REMOTE=<dir>); `make demo` does this
+# make remote  point DVC at a local directory remote (REMOTE=<dir>); the demo workspace gets the same
 # make review BASE=main   reports/review.md: this revision against BASE (stale check first)
 
 PYTHON ?= python3
@@ -13,9 +14,10 @@ DATA ?=
 # The embedded default DVC remote: a local directory, so `dvc push` / `dvc pull` work offline.
 REMOTE ?= $(HOME)/.cache/phisum/dvc-remote
 BASE ?= main
-# Experiments commit (and queued ones copy) what git tracks or stages: keep the profile's .dvc files
-# (tiny model, data) and dvc.lock staged, as `exp save` / `exp apply` leave them untracked.
-STAGE_TRACKED = git add -- '*.dvc' dvc.lock
+# The demo's workspace: a git repository of its own, rebuilt by each `make demo` (python -m phisum.demo).
+DEMO ?= demo
+# A command in the demo workspace, with the venv's tools first on PATH (`python -m` runs the workspace's code).
+IN_DEMO = cd "$(DEMO)" && export PATH="$(abspath $(BIN)):$$PATH" &&
 export DVC_NO_ANALYTICS := 1
 # The tiny CPU-profile model gains nothing from intra-op threads, and on a small shared machine
 # threads that wait on each other make every op slow (measured: 739 s vs ~65 s for the demo).
@@ -52,23 +54,26 @@ wordnet:
 	$(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -qq && \
 		apt-get install -y -qq --no-install-recommends wordnet-base wordnet-sense-index >/dev/null'
 
-demo: setup remote
-	$(BIN)/python -m phisum.profile --data "$(DATA)"
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
-	$(BIN)/dvc exp remove cpu-r32 cpu-r16 >/dev/null 2>&1 || true  # a rerun replaces them
-	$(BIN)/dvc exp save --force -n cpu-r32 -I metrics -I reports
-	$(STAGE_TRACKED)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run -n cpu-r16 -S lora.r=16
-	$(BIN)/dvc exp show --no-pager --md --drop '.*' \
+# Its history: the working tree, the CPU profile, the r=32 run; then the r=16 experiment (an exp ref), after
+# which the workspace goes back to the r=32 commit.
+demo: setup
+	$(BIN)/python -m phisum.demo "$(DEMO)"
+	$(IN_DEMO) dvc remote add --local demo "$(abspath $(REMOTE))" && dvc remote default --local demo
+	$(IN_DEMO) python -m phisum.profile --data "$(if $(DATA),$(abspath $(DATA)))"
+	$(IN_DEMO) git add -A && git commit -qm "CPU profile: the tiny model and the data, tracked by DVC"
+	$(IN_DEMO) dvc repro
+	$(IN_DEMO) git add -A && git commit -qm "The CPU profile's run (LoRA r=32)"
+	$(IN_DEMO) dvc exp run -n cpu-r16 -S lora.r=16
+	$(IN_DEMO) dvc exp show --no-pager --md --drop '.*' \
 		--keep 'Experiment|lora.r|last_loss|.*pooled_reference.rouge1'
-	$(BIN)/dvc metrics diff cpu-r32 cpu-r16 --md
-	$(BIN)/dvc exp apply cpu-r32
-	$(STAGE_TRACKED)
+	$(IN_DEMO) dvc metrics diff HEAD cpu-r16 --md
+	$(IN_DEMO) git checkout -q -- . && dvc checkout -q  # back to the committed r=32 run
 	@echo
-	$(BIN)/python -m stages.evaluate --summary metrics
+	$(IN_DEMO) python -m stages.evaluate --summary metrics
 	@echo
-	@echo "Done. Open metrics/base.json, metrics/peft.json and reports/qualitative.md."
-	@echo "params.yaml now holds the CPU profile; 'git checkout params.yaml' restores the T4 run."
+	@echo "Done: the demo workspace is $(DEMO)/, a git repository of its own: source $(VENV)/bin/activate; cd $(DEMO)"
+	@echo "then git log (profile, r=32 run), dvc exp show (the r=16 experiment), metrics/peft.json and"
+	@echo "reports/qualitative.md. This checkout still holds the T4 recipe; rm -rf $(DEMO) removes the demo."
 
 # In .dvc/config.local (this clone only); a team's shared remote goes in .dvc/config (README).
 remote: setup
@@ -95,12 +100,10 @@ REPEATS ?= 3
 BENCH_OUT := benchmarks/results
 bench: setup
 	mkdir -p $(BENCH_OUT)
-	$(BIN)/python benchmarks/memory.py --out $(BENCH_OUT)/memory.json
-	$(BIN)/python benchmarks/generation.py --repeats $(REPEATS) --threads 1 --out $(BENCH_OUT)/generation.json
-	$(BIN)/python benchmarks/training.py --steps 40 --repeats $(REPEATS) --threads 1 --out $(BENCH_OUT)/training.json
-	$(BIN)/python benchmarks/reuse.py --ranks 16,8 --threads 1 --out $(BENCH_OUT)/reuse.json
-	@# The T4 fit computes the committed recipe (params.yaml holds the CPU profile after `make demo`).
-	git show HEAD:params.yaml > $(BENCH_OUT)/params-t4.yaml
-	$(BIN)/python benchmarks/t4_fit.py --params $(BENCH_OUT)/params-t4.yaml --out $(BENCH_OUT)/t4_fit.json
-	$(if $(DATA),$(BIN)/python benchmarks/training.py --data "$(DATA)" --steps 40 --repeats $(REPEATS) \
+	$(BIN)/python benchmarks/memory.py "$(DEMO)" --out $(BENCH_OUT)/memory.json
+	$(BIN)/python benchmarks/generation.py "$(DEMO)" --repeats $(REPEATS) --threads 1 --out $(BENCH_OUT)/generation.json
+	$(BIN)/python benchmarks/training.py "$(DEMO)" --steps 40 --repeats $(REPEATS) --threads 1 --out $(BENCH_OUT)/training.json
+	$(BIN)/python benchmarks/reuse.py "$(DEMO)" --ranks 16,8 --threads 1 --out $(BENCH_OUT)/reuse.json
+	$(BIN)/python benchmarks/t4_fit.py --out $(BENCH_OUT)/t4_fit.json
+	$(if $(DATA),$(BIN)/python benchmarks/training.py "$(DEMO)" --data "$(DATA)" --steps 40 --repeats $(REPEATS) \
 		--threads 1 --out $(BENCH_OUT)/training-dialogsum.json)

@@ -2,7 +2,7 @@
 
     python benchmarks/generation.py [WORKSPACE] [--batch-sizes 8,16,32] [--repeats 3] [--threads 1] [--out FILE]
 
-WORKSPACE is a phisum workspace after `make demo` (default .): its params.yaml, data/prepared/test.jsonl
+WORKSPACE is the workspace `make demo` builds (default demo): its params.yaml, data/prepared/test.jsonl
 and models/adapter. The model is loaded as stages/generate.py loads it (4-bit base + PeftModel adapter)
 and generation goes through phisum.generation.generate_summaries; batch size 1 is the seed's way.
 The sizes run interleaved in each repeat, so load from other processes hits them alike.
@@ -66,7 +66,7 @@ def batch_of(prompts: list[str], index: int, batch_size: int) -> list[str]:
 
 
 @click.command()
-@click.argument("workspace", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("workspace", default="demo", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--batch-sizes", default="8,16,32", help="Batched sizes compared against batch size 1.")
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--adapter", "adapter_dir", default="models/adapter", show_default=True)
@@ -79,7 +79,7 @@ def main(workspace: Path, batch_sizes: str, repeats: int, adapter_dir: str, thre
     os.chdir(workspace)
     missing = [name for name in ("data/prepared/test.jsonl", adapter_dir) if not Path(name).exists()]
     if missing:
-        raise click.ClickException(f"{workspace}: no {', '.join(missing)}; run `make demo` there first")
+        raise click.ClickException(f"{workspace}: no {', '.join(missing)}; run `make demo` first (it builds demo/)")
     params = load_params()
     compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
     tokenizer = load_tokenizer(params.model)

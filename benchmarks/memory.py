@@ -1,6 +1,6 @@
 """Weight memory of the 4-bit NF4 model against fp16: measured on the tiny model, computed for Phi-2.
 
-    python benchmarks/memory.py [WORKSPACE] [--out FILE]    (WORKSPACE: a phisum workspace after `make demo`; default .)
+    python benchmarks/memory.py [WORKSPACE] [--out FILE]    (WORKSPACE: the one `make demo` builds; default demo)
 
 It also holds the training-memory estimate that benchmarks/t4_fit.py reports per model family
 (`training_bytes`): the 4-bit weights, LoRA weights, gradients, 8-bit optimizer state and activations
@@ -284,14 +284,16 @@ def measure_training_state(params, seq_len: int = 16) -> dict:
 
 
 @click.command()
-@click.argument("workspace", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("workspace", default="demo", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_path", default="", type=click.Path(dir_okay=False), help="Also write the JSON here.")
 def main(workspace: Path, out_path: str) -> None:
     out = Path(out_path).resolve() if out_path else None  # relative to where it was started
     os.chdir(workspace)
     params = load_params()
     if params.model.device != "cpu":
-        raise click.ClickException(f"{workspace}: params.yaml is not the CPU profile; run `make demo` there first")
+        raise click.ClickException(
+            f"{workspace}: params.yaml is not the CPU profile; run `make demo` first (it builds demo/)"
+        )
     tiny = measure_tiny(params.model, params.quantization)
     phi2 = weight_bytes(meta_model(), params.quantization.double_quant)
     mib = 2**20

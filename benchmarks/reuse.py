@@ -2,7 +2,7 @@
 
     python benchmarks/reuse.py [WORKSPACE] [--scratch DIR] [--ranks 16,8] [--threads 1] [--out FILE]
 
-WORKSPACE is a phisum workspace after `make demo` (default .). The benchmark never touches it: its
+WORKSPACE is the workspace `make demo` builds (default demo). The benchmark never touches it: its
 files (without .git, .venv and the DVC cache) are copied into a fresh git repo under --scratch, whose
 params.yaml is the workspace's. There, an untimed `dvc repro` first, then per rank: a timed
 `dvc repro --force` (every stage, the LoRA rank of params.yaml) and a timed `dvc exp run -S lora.r=R`
@@ -70,7 +70,7 @@ def timed(args: list[str], scratch: Path, threads: int) -> dict:
 
 
 @click.command()
-@click.argument("workspace", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("workspace", default="demo", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--scratch", "scratch_dir", default="", help="Where to copy the workspace; default: a new temp dir.")
 @click.option("--ranks", default="16,8", show_default=True, help="One timed pair per rank.")
 @click.option("--threads", default=0, help="OMP_NUM_THREADS for the stages; 0 = leave unset.")

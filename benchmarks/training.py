@@ -3,7 +3,7 @@
     python benchmarks/training.py [WORKSPACE] [--steps 40] [--repeats 3] [--threads 1] [--profile seed,packed]
                                   [--out FILE] [--data DIALOGSUM_DIR [--scratch DIR]]
 
-WORKSPACE: a phisum workspace after `make demo` (default .). With --data, the runs use a local dataset
+WORKSPACE: the workspace `make demo` builds (default demo). With --data, the runs use a local dataset
 instead (a DialogSum copy): WORKSPACE's git repository is cloned into --scratch and switched to the CPU
 profile on that data there, as `make demo DATA=<dir>` would (a tiny model trained on its dialogues),
 then prepared with `dvc repro prepare`; WORKSPACE itself is not touched. Each run is the train stage's
@@ -180,7 +180,7 @@ def run_one(params, batching, steps, rows, eval_rows, profile: bool) -> dict:
 
 
 @click.command()
-@click.argument("workspace", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("workspace", default="demo", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--steps", default=40, show_default=True, help="Optimizer steps per run.")
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--threads", default=0, help="torch threads; 0 = torch's default. 1 is steadier on a shared CPU.")
@@ -197,7 +197,9 @@ def main(workspace: Path, steps: int, repeats: int, threads: int, profiled: str,
         workspace = prepared_clone(workspace.resolve(), Path(where["data_dir"]).resolve(), scratch)
     os.chdir(workspace)
     if not Path("data/prepared/train.jsonl").is_file():
-        raise click.ClickException(f"{workspace}: no data/prepared/train.jsonl; run `make demo` there first")
+        raise click.ClickException(
+            f"{workspace}: no data/prepared/train.jsonl; run `make demo` first (it builds demo/)"
+        )
     params = load_params()
     rows = read_jsonl(Path("data/prepared/train.jsonl"))
     eval_rows = read_jsonl(Path("data/prepared/validation.jsonl"))[: params.train.eval_rows]

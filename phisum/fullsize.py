@@ -151,16 +151,16 @@ FAMILIES = {
 def load_recipe(params_path: Path) -> Params:
     """The params file's recipe, which the full-size runs measure; a file on the CPU profile is refused.
 
-    `make demo` leaves params.yaml on the CPU profile (its learning rate, lengths and steps are the tiny
-    model's), and a GPU run carries the working tree as it is: measuring that would cost the run.
+    The demo workspace holds the CPU profile (its learning rate, lengths and steps are the tiny model's), and
+    a GPU run carries the working tree as it is: measuring that would cost the run.
     """
     from phisum.profile import TINY_MODEL_DIR
 
     params = load_params(params_path)
     if Path(params.model.name) == TINY_MODEL_DIR:
         raise ParamsError(
-            f"{params_path} holds the CPU profile (model.name: {params.model.name}, as `make demo` leaves it); "
-            "the full-size runs measure the T4 recipe: `git checkout params.yaml` first"
+            f"{params_path} holds the CPU profile (model.name: {params.model.name}); the full-size runs "
+            "measure the T4 recipe: run them on the committed params.yaml, not in the demo workspace"
         )
     return params
 

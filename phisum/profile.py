@@ -2,7 +2,8 @@
 
     python -m phisum.profile [--data DIR]
 
-Only the keys in profiles/cpu.yaml change; comments stay. `git checkout params.yaml` undoes it.
+`make demo` runs it in its own workspace (phisum.demo), never in the checkout. Only the keys in
+profiles/cpu.yaml change; comments stay.
 The model and data directories it builds (and a --data directory inside the repository, unless git
 tracks it) are `dvc add`ed and their .dvc files staged in git: queued experiments (`dvc exp run --queue`)
 run in a copy of the git repository and only find what git or DVC tracks.
@@ -159,7 +160,7 @@ def switch_to_cpu_profile(data_dir: str, pretrain_steps: int | None = None) -> N
         test_rows, _ = usable_rows(*splits["test"], params.data.on_bad_rows)  # no blank or dropped row
         overrides["qualitative"] = {"ids": first_dialogue_ids(test_rows, count=3)}
     changes = rewrite_params(overrides)
-    click.echo("params.yaml switched to the CPU profile (undo: git checkout params.yaml):")
+    click.echo("params.yaml switched to the CPU profile:")
     for line in changes:
         click.echo(f"  {line}")
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from filelock import FileLock
 
+from phisum.demo import build_workspace
 from phisum.synthetic import make_example
 from phisum.tiny_model import build_tiny_model
 
@@ -59,8 +60,6 @@ def tiny_4bit(tiny_model_dir):
 
 
 VENV_BIN = Path(sys.executable).parent
-# Results of an earlier local run are not part of a clone.
-LOCAL_RESULTS = ("dvc.lock", "metrics/", "reports/", "data/predictions/")
 
 
 def command_env(extra_env: dict | None = None) -> dict[str, str]:
@@ -81,17 +80,8 @@ def run(args: list[str], cwd: Path, timeout: int = 900, check: bool = True, extr
 
 
 def copy_project(dest: Path) -> Path:
-    """A fresh clone-like git repo of the project (committed and new files, committed params.yaml)."""
-    listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).splitlines()
-    for name in listed:
-        if (ROOT / name).is_file() and not name.startswith(LOCAL_RESULTS):
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    (dest / "params.yaml").write_text(run(["git", "show", "HEAD:params.yaml"], ROOT))
-    run(["git", "init", "-q"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-qm", "clone"], dest)
-    return dest
+    """A fresh clone-like git repo of the project's working tree (committed and new files), as `make demo` makes."""
+    return build_workspace(ROOT, dest)
 
 
 def set_params(repo: Path, overrides: dict) -> None:
@@ -100,12 +90,6 @@ def set_params(repo: Path, overrides: dict) -> None:
 
     text, _ = apply_overrides((repo / "params.yaml").read_text(), overrides)
     (repo / "params.yaml").write_text(text)
-
-
-def committed_params_text() -> str:
-    """params.yaml as committed: `make demo` switches the working copy to the CPU profile."""
-    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True)
-    return shown.stdout if shown.returncode == 0 else (ROOT / "params.yaml").read_text()
 
 
 def checkpoint_written(checkpoints_dir: Path, step: int) -> bool:
@@ -149,39 +133,40 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def demo_build(request, tmp_path_factory) -> Path | None:
-    """Start `make demo` in a fresh clone-like copy as the session starts, if any selected test needs it.
+    """Start `make demo` in this checkout as the session starts, if any selected test needs it.
 
-    It takes minutes (mostly the tiny model's pretraining) on one core; meanwhile the other tests run,
-    so a 2-core machine does both at once. The first xdist worker to get here starts it; the others
-    find it started. Returns the workspace directory (None when no selected test needs the demo).
+    It builds its workspace (a git repository of its own) in this run's directory, from the working tree,
+    and leaves the checkout as it is. It takes minutes (mostly the tiny model's pretraining) on one core;
+    meanwhile the other tests run, so a 2-core machine does both at once. The first xdist worker to get
+    here starts it; the others find it started. Returns the workspace directory (None when no selected
+    test needs the demo).
     """
     if not any(DEMO in item.fixturenames for item in request.session.items):
         return None
     shared = run_dir(tmp_path_factory)
-    repo = shared / "demo"
+    workspace, log_path = shared / "demo", shared / "demo.log"
     with FileLock(shared / "demo.lock"):
-        if not repo.exists():
-            repo.mkdir()
-            copy_project(repo)
-            remote = shared / "demo-remote"
+        if not log_path.exists():
             venv = VENV_BIN.parent
-            # -o: treat the (shared) venv as up to date; setup would re-point its editable install at the copy.
-            command = ["make", "-o", f"{venv}/.installed", "demo", f"VENV={venv}", f"REMOTE={remote}"]
+            # -o: treat the (shared) venv as up to date.
+            command = ["make", "-o", f"{venv}/.installed", "demo", f"VENV={venv}", f"DEMO={workspace}"]
+            command.append(f"REMOTE={shared / 'demo-remote'}")
             fake_token = {"HF_TOKEN": FAKE_TOKEN, "HUGGING_FACE_HUB_TOKEN": FAKE_TOKEN}
-            log = (shared / "demo.log").open("w")
+            log = log_path.open("w")
             # The exit status goes to a file: a worker that did not start it cannot wait() on it.
-            wrapped = ["sh", "-c", '"$@"; echo $? > ../demo.status', "sh", *command]
-            subprocess.Popen(wrapped, cwd=repo, env=command_env(fake_token), stdout=log, stderr=subprocess.STDOUT)
+            wrapped = ["sh", "-c", '"$@"; echo $? > "$STATUS"', "sh", *command]
+            env = command_env({**fake_token, "STATUS": str(shared / "demo.status")})
+            subprocess.Popen(wrapped, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     # The demo is the session's critical path: every test after it waits for it. The tests around it (and
     # their subprocesses) run at a lower priority, so on 2 cores it keeps one to itself.
     with contextlib.suppress(OSError):  # where priorities cannot be changed, the suite is only slower
         os.nice(10)
-    return repo
+    return workspace
 
 
 @pytest.fixture(scope="session")
 def demo_repo(demo_build, tmp_path_factory) -> tuple[Path, str]:
-    """A fresh clone-like copy of the project after `make demo` (shared: copy it before changing it)."""
+    """`make demo`'s workspace, and its output (shared: copy it before changing it)."""
     status, log = demo_build.parent / "demo.status", demo_build.parent / "demo.log"
     deadline = time.monotonic() + 1800
     while not status.exists() or not status.read_text().strip():
@@ -205,7 +190,7 @@ def tiny_stage_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
 
     write_dataset(tmp_path / "dialogsum", seed=0, sizes={"train": 6, "validation": 3, "test": 3})
     (tmp_path / "weights").mkdir()
-    (tmp_path / "params.yaml").write_text(committed_params_text())
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     set_params(
         tmp_path,
         {

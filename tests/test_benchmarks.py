@@ -24,7 +24,7 @@ from phisum.params import ModelParams, load_params
 from phisum.prompt import build_prompt
 from phisum.synthetic import make_example
 
-from .conftest import ROOT, committed_params_text, set_params
+from .conftest import ROOT, set_params
 
 BENCHMARKS_DIR = ROOT / "benchmarks"
 SCRIPTS = sorted(BENCHMARKS_DIR.glob("*.py"))
@@ -42,9 +42,9 @@ def load_script(name: str):
 
 @pytest.fixture()
 def committed_params(tmp_path) -> Path:
-    """params.yaml as committed (a checkout after `make demo` holds the CPU profile)."""
+    """A copy of the checkout's params.yaml (the T4 recipe)."""
     path = tmp_path / "params.yaml"
-    path.write_text(committed_params_text())
+    path.write_text((ROOT / "params.yaml").read_text())
     return path
 
 
@@ -261,14 +261,15 @@ def test_gpu_script_fails_fast_without_cuda(committed_params):
 
 
 def test_the_full_size_scripts_refuse_params_on_the_cpu_profile(committed_params):
-    """After `make demo` params.yaml holds the CPU profile; a GPU run carries the working tree as it is."""
+    """A demo workspace (or a checkout where `python -m phisum.profile` ran) holds the CPU profile; a GPU run
+    carries the working tree as it is."""
     profile = yaml.safe_load((ROOT / "profiles/cpu.yaml").read_text())
     profile["model"]["name"] = "models/tiny-phi"  # what phisum.profile writes
     set_params(committed_params.parent, profile)
     result = CliRunner().invoke(load_script("gpu_phi2").main, ["--dry-run", "--params", str(committed_params)])
     assert result.exit_code == 1 and result.output == (
-        f"Error: {committed_params} holds the CPU profile (model.name: models/tiny-phi, as `make demo` leaves it); "
-        "the full-size runs measure the T4 recipe: `git checkout params.yaml` first\n"
+        f"Error: {committed_params} holds the CPU profile (model.name: models/tiny-phi); the full-size runs "
+        "measure the T4 recipe: run them on the committed params.yaml, not in the demo workspace\n"
     )
 
 
@@ -375,7 +376,7 @@ def test_scripts_say_to_run_the_demo_first(script, missing, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)  # the scripts chdir into their workspace
     result = CliRunner().invoke(load_script(script).main, [str(tmp_path)])
     assert result.exit_code == 1
-    assert result.output == f"Error: {tmp_path}: no {missing}; run `make demo` there first\n"
+    assert result.output == f"Error: {tmp_path}: no {missing}; run `make demo` first (it builds demo/)\n"
 
 
 def test_dialogsum_clone_refuses_a_scratch_dir_in_use(tmp_path):

@@ -9,7 +9,7 @@ from phisum.data import DataError, group_by_dialogue, load_splits, prepare_split
 from phisum.profile import SYNTHETIC_SIZES
 from phisum.stress import make_stress_cases
 from phisum.synthetic import make_example, write_dataset
-from tests.conftest import SHARED_DATA, committed_params_text
+from tests.conftest import ROOT, SHARED_DATA
 
 TEMPLATE = "Instruct: Summarize the below conversation.\n\n{dialogue}\nOutput:\n"
 
@@ -173,7 +173,7 @@ def test_synthetic_data_has_moves_cancellations_and_distractors():
 
 def test_no_stress_case_is_in_the_demo_data(tmp_path):
     """The demo trains on synthetic data and tests on stress cases from the same generator: never the same dialogue."""
-    params = yaml.safe_load(committed_params_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
     write_dataset(tmp_path, seed=params["seed"], sizes=SYNTHETIC_SIZES)
     stress = {case["dialogue"] for case in make_stress_cases(params["seed"], 2000)}
     for split in SYNTHETIC_SIZES:

@@ -15,7 +15,7 @@ import pytest
 
 from phisum.data import DataError, load_splits, prepare_split
 from phisum.params import load_params
-from tests.conftest import ROOT, committed_params_text, invoke_stage, one_error_line, set_params, stage_env
+from tests.conftest import ROOT, invoke_stage, one_error_line, set_params, stage_env
 
 TEMPLATE = "Instruct: Summarize the below conversation.\n\n{dialogue}\nOutput:\n"
 GOOD_SPLIT = "id,dialogue,summary,topic\nx_1,#Person1#: Hi.,They greet.,greeting\n"
@@ -250,7 +250,7 @@ def profile_repo(tmp_path: Path) -> Path:
 
     repo = tmp_path / "repo"
     (repo / "profiles").mkdir(parents=True)
-    (repo / "params.yaml").write_text(committed_params_text())
+    (repo / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     (repo / "profiles" / "cpu.yaml").write_bytes((ROOT / "profiles" / "cpu.yaml").read_bytes())
     git(repo, "init", "-q")
     Repo.init(str(repo)).close()

@@ -137,10 +137,10 @@ TRAINABLE |= {"qwen2.5": 7_168, "qwen2.5-instruct": 7_168}
 @pytest.mark.parametrize("family", ["phi-2", "llama-3-instruct", "mistral", "qwen2.5"])
 def test_each_family_runs_prepare_train_and_generate_through_the_stages(family_dirs, family, tmp_path, monkeypatch):
     from phisum.synthetic import write_dataset
-    from tests.conftest import committed_params_text, invoke_stage, set_params
+    from tests.conftest import ROOT, invoke_stage, set_params
 
     write_dataset(tmp_path / "dialogsum", seed=0, sizes={"train": 4, "validation": 2, "test": 2})
-    (tmp_path / "params.yaml").write_text(committed_params_text())
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     preset = PRESETS[preset_of(family)]
     set_params(
         tmp_path,

@@ -9,12 +9,12 @@ from dvc.utils.hydra import apply_overrides
 
 from phisum import families
 from phisum.params import load_params, read_yaml
-from tests.conftest import committed_params_text
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("name", list(families.FAMILIES))
 def test_dvc_applies_each_familys_overrides_to_params_yaml(name, tmp_path, monkeypatch):
-    (tmp_path / "params.yaml").write_text(committed_params_text())
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     apply_overrides(tmp_path / "params.yaml", families.overrides(name))  # what `dvc exp run -S ...` does
     monkeypatch.chdir(tmp_path)
     params = load_params()
@@ -30,14 +30,14 @@ def test_dvc_applies_each_familys_overrides_to_params_yaml(name, tmp_path, monke
     }[name]
     assert (params.model.name, params.model.revision, params.lora.target_modules) == expected
     # Only those keys change: r, the prompt, the optimizer stay the recipe's.
-    before, after = read_yaml(committed_params_text()), read_yaml((tmp_path / "params.yaml").read_text())
+    before, after = read_yaml((ROOT / "params.yaml").read_text()), read_yaml((tmp_path / "params.yaml").read_text())
     before["model"].update(name=expected[0], revision=expected[1])
     before["lora"]["target_modules"] = expected[2]
     assert after == before
 
 
 def test_phi2s_preset_is_the_committed_recipe():
-    params = read_yaml(committed_params_text())
+    params = read_yaml((ROOT / "params.yaml").read_text())
     phi2 = families.FAMILIES["phi-2"]
     assert (params["model"]["name"], params["model"]["revision"], params["lora"]["target_modules"]) == (
         phi2.model,

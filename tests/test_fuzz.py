@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from phisum.data import KNOWN_COLUMNS, DataError, load_splits
 from phisum.params import ParamsError, load_params, parse_params, read_yaml
 from stages.prepare import prepare
-from tests.conftest import committed_params_text, stage_args
+from tests.conftest import ROOT, stage_args
 
 EXAMPLES = int(os.environ.get("PHISUM_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
@@ -32,7 +32,7 @@ FUZZ = settings(
     database=None,  # nothing written into the repository; a failure prints its example to commit as a test
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
 )
-COMMITTED = read_yaml(committed_params_text())
+COMMITTED = read_yaml((ROOT / "params.yaml").read_text())
 GOOD_SPLIT = "id,dialogue,summary,topic\nx_1,#Person1#: Hi.,They greet.,greeting\n"
 # Mostly UTF-8 (what gets past decoding exercises the rest of the reader), sometimes anything else.
 ENCODINGS = ("utf-8",) * 5 + ("utf-8-sig", "utf-16", "latin-1", "cp1252", "ascii")
@@ -218,12 +218,12 @@ def test_any_value_at_any_params_key_is_accepted_or_one_error_line(path, value, 
 
 @FUZZ
 @given(
-    line=st.integers(0, committed_params_text().count("\n")),
+    line=st.integers(0, (ROOT / "params.yaml").read_text().count("\n")),
     text=st.one_of(st.text(max_size=30), st.binary(max_size=30).map(lambda b: b.decode("latin-1"))),
     raw_bytes=st.one_of(st.none(), st.binary(max_size=60)),
 )
 def test_any_params_yaml_text_is_loaded_or_one_error_line(line, text, raw_bytes):
-    lines = committed_params_text().splitlines()
+    lines = (ROOT / "params.yaml").read_text().splitlines()
     key, _, _ = lines[line % len(lines)].partition(":")
     lines[line % len(lines)] = f"{key}: {text}"
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,12 +6,12 @@ import pytest
 import yaml
 
 from phisum.params import ParamsError, load_params, parse_params
-from tests.conftest import committed_params_text, invoke_stage, one_error_line, set_params, stage_env
+from tests.conftest import ROOT, invoke_stage, one_error_line, set_params, stage_env
 
 
 @pytest.fixture()
 def raw():
-    return yaml.safe_load(committed_params_text())
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 def test_committed_params_describe_the_t4_run(raw):
@@ -92,7 +92,7 @@ BAD_PARAMS = [
 
 def write_bad_params(directory: Path, edit: dict | tuple[str, str]) -> Path:
     """The committed params.yaml with one edit, written into directory."""
-    text = committed_params_text()
+    text = (ROOT / "params.yaml").read_text()
     if isinstance(edit, tuple):
         assert edit[0] in text
         text = text.replace(edit[0], edit[1], 1)
@@ -121,7 +121,7 @@ def test_int_is_accepted_where_a_float_is_expected(raw):
 
 
 def test_params_read_yaml_1_2_floats_like_dvc(tmp_path):
-    text = committed_params_text().replace("learning_rate: 2.0e-4", "learning_rate: 1e-4")
+    text = (ROOT / "params.yaml").read_text().replace("learning_rate: 2.0e-4", "learning_rate: 1e-4")
     (tmp_path / "params.yaml").write_text(text)
     assert load_params(tmp_path / "params.yaml").train.learning_rate == 1e-4
 
@@ -181,7 +181,7 @@ def write_syntax_error(directory: Path, edit: tuple[str, str] | None) -> None:
     if edit is None:
         (directory / "params.yaml").write_text("")
         return
-    lines = committed_params_text().split("\n")
+    lines = (ROOT / "params.yaml").read_text().split("\n")
     assert (lines[28], lines[29]) == (
         "  r: 32  # adapter rank; `dvc exp run -S lora.r=16` tries a smaller one",
         "  alpha: 32  # scaling = alpha / r",
@@ -211,7 +211,7 @@ def test_a_params_syntax_error_stops_the_cpu_profile_before_it_builds_anything(t
 
 
 def test_a_key_set_twice_in_a_nested_block_is_named_by_its_path(tmp_path):
-    text = committed_params_text().replace("  eval_rows:", "  learning_rate: 1.0e-3\n  eval_rows:", 1)
+    text = (ROOT / "params.yaml").read_text().replace("  eval_rows:", "  learning_rate: 1.0e-3\n  eval_rows:", 1)
     (tmp_path / "params.yaml").write_text(text)
     first = text.split("\n").index("  learning_rate: 2.0e-4") + 1
     with pytest.raises(ParamsError) as error:

@@ -1,4 +1,4 @@
-"""The real pipeline, end to end, on the CPU profile: `make demo` in a fresh git repo, then its promises."""
+"""The real pipeline, end to end, on the CPU profile: `make demo` in its workspace (a git repo), then its promises."""
 
 import json
 import time
@@ -8,7 +8,7 @@ import pytest
 import yaml
 from rouge_score import rouge_scorer
 
-from tests.conftest import FAKE_TOKEN, VENV_BIN, copy_demo, run
+from tests.conftest import FAKE_TOKEN, ROOT, VENV_BIN, copy_demo, run
 
 pytestmark = pytest.mark.slow
 DVC = str(VENV_BIN / "dvc")
@@ -80,7 +80,7 @@ def test_demo_prints_the_human_ceiling_and_the_stress_scores(demo_repo):
     assert "stress final_time_correct: PEFT - base" in printed
 
 
-def test_loss_curves_have_one_row_per_optimizer_step(demo_repo):
+def test_loss_curves_have_one_row_per_optimizer_step(demo_repo, tmp_path):
     repo, _ = demo_repo
     curves = repo / "metrics/curves/plots/metrics"
     rows = (curves / "train/loss.tsv").read_text().splitlines()
@@ -89,7 +89,7 @@ def test_loss_curves_have_one_row_per_optimizer_step(demo_repo):
     assert [int(r.split("\t")[0]) for r in (curves / "eval/loss.tsv").read_text().splitlines()[1:]] == list(
         range(50, 301, 50)
     )
-    html_dir = repo / "plots_html"
+    html_dir = tmp_path / "plots_html"  # not in the shared workspace, which other tests read
     run([DVC, "plots", "show", "-o", str(html_dir)], repo)
     assert "train/loss.tsv" in (html_dir / "index.html").read_text()
 
@@ -127,11 +127,17 @@ def test_a_hub_token_in_the_environment_is_never_written(demo_repo):
             assert FAKE_TOKEN.encode() not in path.read_bytes(), path
 
 
-def test_the_tiny_model_and_data_are_tracked_with_dvc_and_staged(demo_repo):
-    """What a queued experiment (tests/test_queue.py) or a clone needs: both are DVC-tracked, their .dvc staged."""
+def test_the_workspace_commits_the_checkout_then_the_profile_and_its_run(demo_repo):
+    """The checkout keeps its params.yaml; the workspace's history holds it, then the CPU profile with the tiny
+    model and data DVC-tracked (what a queued experiment, tests/test_queue.py, or a clone needs), then the run."""
     repo, _ = demo_repo
-    staged = run(["git", "diff", "--cached", "--name-only"], repo).split()
-    assert {"models/tiny-phi.dvc", "data/synthetic.dvc"} <= set(staged)
+    log = run(["git", "log", "--format=%s", "main"], repo).splitlines()
+    assert len(log) == 3 and log[0] == "The CPU profile's run (LoRA r=32)", log
+    assert run(["git", "show", "main~2:params.yaml"], repo) == (ROOT / "params.yaml").read_text()
+    assert yaml.safe_load(run(["git", "show", "main~1:params.yaml"], repo))["model"]["name"] == "models/tiny-phi"
+    tracked = run(["git", "ls-files"], repo).split()
+    assert {"models/tiny-phi.dvc", "data/synthetic.dvc", "dvc.lock", "metrics/peft.json"} <= set(tracked)
+    assert run(["git", "status", "--porcelain"], repo) == ""
     assert "Data and pipelines are up to date." in run([DVC, "status"], repo)
 
 
@@ -163,7 +169,7 @@ def output_bytes(repo: Path) -> dict[str, bytes]:
 
 
 def test_going_back_to_a_configuration_restores_every_stage_from_the_run_cache(demo_repo, tmp_path):
-    """The demo ran r=32 (`dvc repro`), then r=16 (`dvc exp run`), then applied r=32 again: going back to r=16
+    """The demo ran r=32 (`dvc repro`), then r=16 (`dvc exp run`), then checked r=32 out again: going back to r=16
     restores train, the PEFT generation, evaluate and qualitative from DVC's run cache, byte-identical."""
     repo = copy_demo(demo_repo[0], tmp_path / "repo")
     started = time.monotonic()

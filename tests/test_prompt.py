@@ -5,13 +5,13 @@ import yaml
 
 from phisum.params import PromptParams
 from phisum.prompt import PromptError, build_prompt, check_adapter_prompt, save_adapter_prompt
-from tests.conftest import committed_params_text
+from tests.conftest import ROOT
 
 SEED_TEMPLATE = "Instruct: Summarize the below conversation.\n\n{dialogue}\nOutput:\n"
 
 
 def test_committed_template_is_the_seeds_prompt():
-    params = yaml.safe_load(committed_params_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert params["prompt"]["template"] == SEED_TEMPLATE
 
 

@@ -2,12 +2,12 @@
 
 from phisum.params import Params, QualitativeParams, parse_params, read_yaml
 from phisum.profile import apply_overrides
-from tests.conftest import committed_params_text
+from tests.conftest import ROOT
 from tests.test_generation import load_stage
 
 
 def params_with(qualitative: dict, seed: int = 42) -> Params:
-    text, _ = apply_overrides(committed_params_text(), {"seed": seed, "qualitative": qualitative})
+    text, _ = apply_overrides((ROOT / "params.yaml").read_text(), {"seed": seed, "qualitative": qualitative})
     return parse_params(read_yaml(text))
 
 

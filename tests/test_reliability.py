@@ -21,7 +21,6 @@ from tests.conftest import (
     VENV_BIN,
     checkpoint_written,
     command_env,
-    committed_params_text,
     copy_project,
     invoke_stage,
     one_error_line,
@@ -131,7 +130,7 @@ def test_committed_params_have_no_secrets():
         for key, value in node.items():
             yield from leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
 
-    for key, value in leaves(read_yaml(committed_params_text())):
+    for key, value in leaves(read_yaml((ROOT / "params.yaml").read_text())):
         assert key.split(".")[-1] not in ("token", "hf_token", "secret", "password"), key
         assert not str(value).startswith("hf_"), key
 
@@ -539,7 +538,7 @@ def test_the_cpu_profile_switch_rewrites_params_yaml_whole_or_not_at_all(tmp_pat
     from phisum.profile import rewrite_params
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(committed_params_text())
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     before = (tmp_path / "params.yaml").read_bytes()
     fail_nth_output(monkeypatch, 1, "full")
     with pytest.raises(WriteError, match="cannot write params.yaml: No space left on device"):
@@ -549,7 +548,9 @@ def test_the_cpu_profile_switch_rewrites_params_yaml_whole_or_not_at_all(tmp_pat
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
     assert rewrite_params({"lora": {"r": 8}}) == ["lora.r: 32 -> 8"]
-    assert (tmp_path / "params.yaml").read_text() == committed_params_text().replace("  r: 32  #", "  r: 8   #", 1)
+    assert (tmp_path / "params.yaml").read_text() == (ROOT / "params.yaml").read_text().replace(
+        "  r: 32  #", "  r: 8   #", 1
+    )
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")

@@ -28,10 +28,7 @@ def rows_by_id(path: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def team(demo_repo, tmp_path_factory) -> dict:
     """origin: main = the r=32 run, pr-r16 = the r=16 run, both pushed. Scores of both kept for checks."""
-    origin = copy_demo(demo_repo[0], tmp_path_factory.mktemp("team") / "origin")
-    run(["git", "branch", "-M", "main"], origin)
-    run(["git", "add", "-A"], origin)
-    run(["git", "commit", "-qm", "CPU profile, r=32 run"], origin)
+    origin = copy_demo(demo_repo[0], tmp_path_factory.mktemp("team") / "origin")  # main: the r=32 run, committed
     run([DVC, "push"], origin)
     scores = {"main": rows_by_id(origin / "data/scored/peft/test.jsonl")}
     files = {"main": {p: (origin / p).read_bytes() for p in ("models/adapter/adapter_model.safetensors",)}}
@@ -137,10 +134,7 @@ def test_review_of_a_code_only_branch_and_of_main_against_itself(team, tmp_path)
 
 def test_an_experiment_becomes_a_branch_and_a_review_as_docs_workflow_says(demo_repo, tmp_path):
     """docs/workflow.md, "From an experiment to a pull request": run, switch to a new branch, commit, push, review."""
-    repo = copy_demo(demo_repo[0], tmp_path / "repo")
-    run(["git", "branch", "-M", "main"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "CPU profile, r=32 run"], repo)
+    repo = copy_demo(demo_repo[0], tmp_path / "repo")  # main: the r=32 run, committed
     run([DVC, "push"], repo)
     log = run([DVC, "exp", "run", "-S", "lora.r=16"], repo)
     assert "Stage 'train' is cached - skipping run" in log  # the demo ran r=16 once: the run cache has it

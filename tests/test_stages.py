@@ -11,7 +11,6 @@ from phisum.params import load_params
 from phisum.prompt import build_prompt
 from tests.conftest import (
     ROOT,
-    committed_params_text,
     invoke_stage,
     one_error_line,
     set_params,
@@ -99,7 +98,7 @@ for run, args in json.loads(sys.argv[1]):
 
 
 def test_a_params_typo_stops_every_stage_before_torch_or_transformers_load(tmp_path):
-    (tmp_path / "params.yaml").write_text(committed_params_text().replace("  r: 32  #", "  r: 0  #", 1))
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text().replace("  r: 32  #", "  r: 0  #", 1))
     runs = ["prepare", "train", "generate@base", "generate@peft", "evaluate", "qualitative"]
     command = [sys.executable, "-c", LAZY, json.dumps([(run, stage_args(run)) for run in runs])]
     done = subprocess.run(command, cwd=tmp_path, env=stage_env(), capture_output=True, text=True, timeout=300)

@@ -11,7 +11,7 @@ from transformers import AutoConfig
 from phisum.fullsize import FAMILIES, family_config, meta_model, write_random_model
 from phisum.params import ModelParams, load_params
 
-from .conftest import ROOT, committed_params_text
+from .conftest import ROOT
 from .test_benchmarks import load_script
 
 # Small shapes of each family's architecture: hidden 128 puts r=32's LoRA A matrices (32 x 128 = 4,096 values)
@@ -20,11 +20,9 @@ TINY = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "n
 
 
 @pytest.fixture()
-def committed_params(tmp_path):
-    """params.yaml as committed (a checkout after `make demo` holds the CPU profile)."""
-    path = tmp_path / "params.yaml"
-    path.write_text(committed_params_text())
-    return path
+def committed_params():
+    """params.yaml as committed: the T4 recipe (`make demo` works in a workspace of its own)."""
+    return ROOT / "params.yaml"
 
 
 def test_family_configs_give_the_published_parameter_counts():

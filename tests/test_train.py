@@ -20,10 +20,10 @@ from phisum.params import load_params
 from phisum.profile import apply_overrides
 from phisum.training import plan_processes, select_loss_kernels
 from tests.conftest import (
+    ROOT,
     VENV_BIN,
     checkpoint_written,
     command_env,
-    committed_params_text,
     copy_project,
     run,
     set_params,
@@ -174,7 +174,7 @@ def test_one_process_sees_only_the_first_visible_gpu():
 def two_gpus(tmp_path, monkeypatch):
     """The committed params in an empty directory, CUDA simulated with two GPUs, relaunches recorded."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(committed_params_text())
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -196,7 +196,7 @@ def test_train_stage_with_two_gpus_and_one_process_reruns_itself_on_the_first(tw
 
 def test_more_processes_than_visible_gpus_is_a_params_error(two_gpus, tmp_path):
     train, calls = two_gpus
-    text, _ = apply_overrides(committed_params_text(), {"train": {"num_processes": 4}})
+    text, _ = apply_overrides((ROOT / "params.yaml").read_text(), {"train": {"num_processes": 4}})
     (tmp_path / "params.yaml").write_text(text)
     result = CliRunner().invoke(train.main, stage_args("train"))
     assert result.exit_code == 1
@@ -211,7 +211,7 @@ def test_more_processes_than_visible_gpus_is_a_params_error(two_gpus, tmp_path):
 @pytest.mark.parametrize(("stage", "run"), [("train", "train"), ("generate", "generate@base")])
 def test_cuda_device_without_a_usable_gpu_stops_before_any_work(stage, run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(committed_params_text())
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     result = CliRunner().invoke(load_stage(stage).main, stage_args(run))
     assert result.exit_code == 1
     assert result.output.startswith("Error: model.device: cuda, but CUDA is not usable here (torch ")

@@ -10,14 +10,14 @@ from phisum.params import Params, parse_params, read_yaml
 from phisum.profile import PROFILE_PATH, apply_overrides
 from phisum.training import load_trainable_model
 from stages import train as train_stage
-from tests.conftest import ROOT, committed_params_text
+from tests.conftest import ROOT
 
 
 def cpu_profile_text(model_dir: Path, overrides: dict | None = None) -> str:
     """The committed params.yaml switched to the CPU profile (as `make demo` does), on model_dir, plus overrides."""
     profile = read_yaml((ROOT / PROFILE_PATH).read_text(encoding="utf-8"))
     profile["model"]["name"] = str(model_dir)
-    text, _ = apply_overrides(committed_params_text(), profile)
+    text, _ = apply_overrides((ROOT / "params.yaml").read_text(), profile)
     return apply_overrides(text, overrides or {})[0]
 
 
