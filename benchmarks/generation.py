@@ -3,7 +3,7 @@
     python benchmarks/generation.py [WORKSPACE] [--batch-sizes 8,16,32] [--repeats 3] [--threads 1] [--out FILE]
 
 WORKSPACE is a phisum workspace after `make demo` (default .): its params.yaml, data/prepared/test.jsonl
-and models/adapter. The model is loaded as stages/generate.py loads it (4-bit base + PeftModel adapter)
+and models/adapter. The model is loaded as phisum.generation.generate loads it (4-bit base + PeftModel adapter)
 and generation goes through phisum.generation.generate_summaries; batch size 1 is the seed's way.
 The sizes run interleaved in each repeat, so load from other processes hits them alike.
 """

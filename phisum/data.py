@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from phisum.params import Params
 from phisum.prompt import build_prompt
 
 SPLITS = ("train", "validation", "test")
@@ -411,3 +412,56 @@ def group_by_dialogue(rows: list[dict]) -> list[dict]:
         group["ids"].append(row["id"])
         group["references"].append(row["summary"])
     return list(groups.values())
+
+
+def prepare_splits(params: Params, splits: dict[str, tuple[list[dict], str]], tokenizer) -> tuple[dict, dict]:
+    """The prepare stage's work: ({split: prompt/completion rows}, statistics) from load_splits' splits."""
+    prepared, stats = {}, {}
+    held_out = held_out_dialogues(splits)
+    for split in SPLITS:
+        rows, where = splits[split]
+        # Test prompts keep room for generation; training prompts keep room for their own summary.
+        reserve = params.generate.max_new_tokens if split == "test" else None
+        prepared[split], split_stats = prepare_split(
+            rows,
+            where,
+            params.prompt.template,
+            tokenizer,
+            params.prompt.max_length,
+            reserve,
+            on_bad_rows=params.data.on_bad_rows,
+            held_out=held_out if split == "train" else set(),  # validation only feeds the val loss
+        )
+        stats[split] = split_stats.to_dict()
+    test_ids = {row["prompt"] for row in prepared["test"]}
+    stats["test"]["dialogues"] = len(test_ids)
+    return prepared, stats
+
+
+def describe_unused_columns(splits: dict[str, tuple[list[dict], str]]) -> list[str]:
+    """One line per set of ignored columns (an export's extras), naming the files that have it."""
+    files_by_columns: dict[tuple[str, ...], list[str]] = {}
+    for rows, where in splits.values():
+        if unused := unused_columns(rows):
+            files_by_columns.setdefault(tuple(unused), []).append(where)
+    return [f"  ignoring column(s) {', '.join(c)} in {', '.join(w)}" for c, w in files_by_columns.items()]
+
+
+def read_extra_dialogues(path: str) -> list[dict]:
+    """Your own dialogues for the report: a .jsonl with `dialogue` (and optionally `id`) per line."""
+    if not path:
+        return []
+    try:
+        rows = numbered_jsonl(decode_utf8(Path(path)), path)
+    except DataError as error:
+        raise DataError(f"generate.extra_dialogues: {error}") from None
+    extra = []
+    for index, (line, row) in enumerate(rows):
+        dialogue, row_id = row.get("dialogue"), row.get("id")
+        where = f"generate.extra_dialogues: {path} line {line}"
+        if not is_text(dialogue) or not str(dialogue).strip():
+            raise DataError(f'{where}: no `dialogue` text; give every line a non-empty "dialogue"')
+        if row_id is not None and not is_text(row_id):
+            raise DataError(f"{where}: `id` is not text; give a string or leave it out")
+        extra.append({"id": str(row_id) if row_id is not None else f"extra_{index}", "dialogue": str(dialogue)})
+    return extra

@@ -20,10 +20,9 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from phisum.data import KNOWN_COLUMNS, DataError, load_splits
+from phisum.data import KNOWN_COLUMNS, DataError, load_splits, prepare_splits, read_extra_dialogues
 from phisum.params import ParamsError, load_params, parse_params, read_yaml
-from stages.prepare import prepare
-from tests.conftest import committed_params_text, stage_args
+from tests.conftest import committed_params_text, invoke_stage
 
 EXAMPLES = int(os.environ.get("PHISUM_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
@@ -116,7 +115,7 @@ def check_accepted_or_one_line(data_dir: Path, tokenizer, on_bad_rows: str) -> d
     data = {"source": str(data_dir), "revision": None, "on_bad_rows": on_bad_rows}
     params = parse_params({**COMMITTED, "data": data})
     try:
-        prepared, stats = prepare(params, load_splits(str(data_dir), None), tokenizer)
+        prepared, stats = prepare_splits(params, load_splits(str(data_dir), None), tokenizer)
     except DataError as error:
         assert "\n" not in str(error) and str(error)
         return None
@@ -162,16 +161,14 @@ def one_line(error: Exception) -> None:
 @FUZZ
 @given(content=st.one_of(jsonl_files(), st.binary(max_size=200)))
 def test_fuzzed_extra_dialogues_are_read_or_one_error_line(content):
-    from stages.generate import read_extra_dialogues
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mine.jsonl"
         path.write_bytes(content)
         try:
             rows = read_extra_dialogues(str(path))
-        except click.ClickException as error:
+        except DataError as error:
             one_line(error)
-            assert error.message.startswith(f"generate.extra_dialogues: {path}")
+            assert str(error).startswith(f"generate.extra_dialogues: {path}")
             return
     assert all(isinstance(r["id"], str) and isinstance(r["dialogue"], str) and r["dialogue"].strip() for r in rows)
 
@@ -263,11 +260,7 @@ def stage_dir(tiny_model_dir: Path, path: tuple = (), value: object = None):
 
 
 def invoke_prepare_cli() -> None:
-    from click.testing import CliRunner
-
-    from stages.prepare import main
-
-    result = CliRunner().invoke(main, stage_args("prepare"))
+    result = invoke_stage("prepare")
     if result.exit_code == 0:
         stats = json.loads(Path("metrics/data.json").read_text())
         for split in ("train", "validation", "test"):
