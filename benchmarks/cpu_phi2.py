@@ -25,9 +25,10 @@ import click
 import torch
 from transformers import TrainerCallback
 
+from phisum.cli import UserErrorCommand
 from phisum.fullsize import load_recipe, synthetic_texts, write_random_phi2
 from phisum.generation import generate
-from phisum.params import ModelParams, ParamsError
+from phisum.params import ModelParams
 from phisum.prompt import build_prompt, check_adapter_prompt, save_adapter_prompt
 from phisum.training import CheckedSFTTrainer, train_adapter
 
@@ -82,7 +83,7 @@ def make_rows(template: str, count: int, seed: int) -> list[dict]:
     return rows
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option("--workdir", type=click.Path(path_type=Path), default=None, help="Keep files here (default: temp dir).")
 @click.option("--steps", default=2, show_default=True, help="Optimizer steps (of batch_size x grad_accum rows).")
 @click.option("--new-tokens", default=4, show_default=True, help="Tokens generated per prompt.")
@@ -90,10 +91,7 @@ def make_rows(template: str, count: int, seed: int) -> list[dict]:
 @click.option("--out", "out_path", default="", help="Also write the results as JSON here.")
 def main(workdir: Path | None, steps: int, new_tokens: int, threads: int, out_path: str) -> None:
     torch.set_num_threads(threads)
-    try:
-        load_recipe(ROOT / "params.yaml")  # before the 37 minutes
-    except ParamsError as error:
-        raise click.ClickException(str(error)) from None
+    load_recipe(ROOT / "params.yaml")  # before the 37 minutes
     out = Path(out_path).resolve() if out_path else None  # before the chdir below
     with tempfile.TemporaryDirectory() as tmp:
         work = (workdir or Path(tmp)).resolve()

@@ -39,10 +39,11 @@ from datasets import Dataset
 from peft import PeftModel, get_peft_model
 from transformers import PhiConfig, TrainerCallback
 
+from phisum.cli import UserErrorCommand
 from phisum.fullsize import PHI2_PARAMS, load_recipe, meta_model, synthetic_texts, write_random_phi2
 from phisum.generation import NonFiniteScoresError, cut_at_stop_string, generate_summaries, masked_attention_kernels
 from phisum.modeling import build_lora_config, build_quantization_config, load_base_model, load_tokenizer
-from phisum.params import ModelParams, ParamsError
+from phisum.params import ModelParams
 from phisum.prompt import build_prompt
 from phisum.synthetic import make_example
 from phisum.tiny_model import build_tiny_model
@@ -383,17 +384,14 @@ def run(params_path: Path, work: Path, dry_run: bool, steps: int, peak_tflops: f
     return results
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
 @click.option("--steps", default=6, show_default=True, help="Optimizer steps per sequence length (2 are warm-up).")
 @click.option("--peak-tflops", type=float, default=None, help="The GPU's dense 16-bit peak; detected by name if unset.")
 @click.option("--out", "out_path", default="", help="Also write the results as JSON here.")
 @click.option("--dry-run", is_flag=True, help="No GPU: the same run on a tiny random Phi on the CPU.")
 def main(params_path: Path, steps: int, peak_tflops: float | None, out_path: str, dry_run: bool) -> None:
-    try:
-        load_recipe(params_path)  # before minutes of setup, and before the GPU is touched
-    except ParamsError as error:
-        raise click.ClickException(str(error)) from None
+    load_recipe(params_path)  # before minutes of setup, and before the GPU is touched
     if not dry_run and not torch.cuda.is_available():
         raise click.ClickException("no CUDA device: this benchmark needs a GPU (use --dry-run to check it on the CPU)")
     if not dry_run and peak_tflops is None:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from phisum.cli import UserErrorCommand
 from phisum.fullsize import meta_model
 from phisum.modeling import load_base_model
 from phisum.params import ModelParams, QuantizationParams, load_params
@@ -105,7 +106,7 @@ def measure_tiny(model: ModelParams, quant: QuantizationParams) -> dict:
     }
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.argument("workspace", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_path", default="", type=click.Path(dir_okay=False), help="Also write the JSON here.")
 def main(workspace: Path, out_path: str) -> None:

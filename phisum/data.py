@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from phisum.errors import UserError
+from phisum.hub import hub_error
 from phisum.params import Params
 from phisum.prompt import build_prompt
 
@@ -20,7 +22,7 @@ REQUIRED_COLUMNS = ("id", "dialogue", "summary")
 KNOWN_COLUMNS = (*REQUIRED_COLUMNS, "topic")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset problem; the message names the file or split, the row id and the fix."""
 
 
@@ -150,35 +152,19 @@ WHERE_DATA_LIVES = (
 
 
 def load_hub_dataset(source: str, revision: str | None):
-    """datasets.load_dataset, with a name or revision that resolves to nothing as one DataError naming the param."""
+    """datasets.load_dataset, with a name or revision that resolves to nothing as one HubNameError naming the param."""
     # Imported here: a local run never touches the hub client.
     from datasets import load_dataset
-    from datasets.exceptions import DatasetNotFoundError
-    from huggingface_hub.errors import HFValidationError, RevisionNotFoundError
     from huggingface_hub.utils import validate_repo_id
 
-    nowhere = f"data.source: {source!r} is no directory under {Path.cwd()}"
-    no_such_revision = (
-        f"data.revision: {revision!r} is no commit, branch or tag of {source}; use a commit hash from the hub, "
-        "or null for the latest"
-    )
     try:
         validate_repo_id(source)  # offline, load_dataset would call any string "unreachable"
         return load_dataset(source, revision=revision)
-    except HFValidationError:
-        raise DataError(f"{nowhere} and not a hub id; {WHERE_DATA_LIVES}") from None
-    except RevisionNotFoundError:
-        raise DataError(no_such_revision) from None
-    except DatasetNotFoundError as error:
-        # datasets 5.2 raises the hub's RevisionNotFoundError as a DatasetNotFoundError (raise ... from it).
-        if isinstance(error.__cause__, RevisionNotFoundError):
-            raise DataError(no_such_revision) from None
-        raise DataError(f"{nowhere} and no hub dataset (or a private one: set HF_TOKEN); {WHERE_DATA_LIVES}") from None
-    except ConnectionError:
-        raise DataError(
-            f"{nowhere}, and the hub is unreachable with no cached copy at revision {revision}; connect once to "
-            f"download it, or {WHERE_DATA_LIVES}"
-        ) from None
+    except Exception as error:
+        entry = "files that datasets can load"
+        if (answer := hub_error(error, "data.source", source, revision, WHERE_DATA_LIVES, entry)) is None:
+            raise
+        raise answer from None
 
 
 def load_splits(source: str, revision: str | None) -> dict[str, tuple[list[dict], str]]:

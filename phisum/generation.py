@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, set_seed
 
 from phisum.data import fit_prompts, group_by_dialogue
+from phisum.errors import UserError
 from phisum.modeling import (
     describe_runtime,
     load_base_model,
@@ -31,7 +32,7 @@ from phisum.stress import make_stress_cases
 MASKED_SDPA_BACKENDS = [torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION, torch.nn.attention.SDPBackend.MATH]
 
 
-class NonFiniteScoresError(RuntimeError):
+class NonFiniteScoresError(UserError, RuntimeError):
     """The model produced NaN/inf next-token scores; `prompts` are the indices of the affected prompts."""
 
     def __init__(self, prompts: list[int], message: str = ""):

@@ -10,6 +10,7 @@ from peft import LoraConfig
 from torch.nn import Linear
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+from phisum.hub import hub_error
 from phisum.params import LoraParams, ModelParams, ParamsError, QuantizationParams
 
 ATTENTION = "sdpa"  # see load_base_model
@@ -129,7 +130,7 @@ def build_lora_config(lora: LoraParams) -> LoraConfig:
     )
 
 
-class TargetModuleError(ValueError):
+class TargetModuleError(ParamsError):
     """lora.target_modules names a layer the model does not have."""
 
 
@@ -178,20 +179,13 @@ WHERE_MODELS_LIVE = (
 
 
 def check_model_source(model: ModelParams) -> None:
-    """One ParamsError naming model.name / model.revision when they resolve to nothing, before any work.
+    """One ParamsError naming model.name / model.revision when they resolve to nothing, before any work (a
+    HubNameError, as for data.source, when the hub has nothing by that name).
 
     Fetches config.json the way from_pretrained does first (local directory, else hub or hub cache), so
     the load that follows finds it cached; the hub's own errors say which part was wrong.
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     name, revision = model.name, model.revision
     if not name.strip():
@@ -203,29 +197,10 @@ def check_model_source(model: ModelParams) -> None:
         return
     if path.exists():
         raise ParamsError(f"model.name: {name} is a file, not a model directory; {WHERE_MODELS_LIVE}")
-    nowhere = f"model.name: {name!r} is no directory under {Path.cwd()}"
     try:
         hf_hub_download(name, "config.json", revision=revision)
-    except HFValidationError:
-        raise ParamsError(f"{nowhere} and not a hub id; {WHERE_MODELS_LIVE}") from None
-    except GatedRepoError:
-        raise ParamsError(f"model.name: {name} is gated on the hub; accept its terms there and set HF_TOKEN") from None
-    except RepositoryNotFoundError:
-        raise ParamsError(
-            f"{nowhere} and no hub model (or a private one: set HF_TOKEN); check the spelling, or {WHERE_MODELS_LIVE}"
-        ) from None
-    except RevisionNotFoundError:
-        raise ParamsError(
-            f"model.revision: {revision!r} is no commit, branch or tag of {name}; use a full commit hash from the "
-            "hub, or null for the latest"
-        ) from None
-    except LocalEntryNotFoundError:  # before EntryNotFoundError, its parent
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") else ""
-        raise ParamsError(
-            f"{nowhere}, and the hub is unreachable{offline} with no cached copy at revision {revision}; "
-            f"connect once to download it, or {WHERE_MODELS_LIVE}"
-        ) from None
-    except EntryNotFoundError:
-        raise ParamsError(
-            f"model.name: {name} (revision {revision}) has no config.json; not a transformers model"
-        ) from None
+    except Exception as error:
+        entry = "config.json; not a transformers model"
+        if (answer := hub_error(error, "model.name", name, revision, WHERE_MODELS_LIVE, entry)) is None:
+            raise
+        raise answer from None

@@ -18,6 +18,7 @@ from transformers import ProgressCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
 from phisum.checkpoints import last_complete_checkpoint
+from phisum.errors import UserError
 from phisum.modeling import (
     build_lora_config,
     check_target_modules,
@@ -153,7 +154,7 @@ def build_trainer(
     return trainer
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """Training produced NaN/inf; the run stops before any adapter is written."""
 
 

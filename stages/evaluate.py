@@ -20,12 +20,12 @@ from pathlib import Path
 
 import click
 
+from phisum.cli import UserErrorCommand
+from phisum.errors import UserError
 from phisum.evaluation import VARIANTS, compare, score_human, score_variant, summary_table
 from phisum.files import INPUT_DIR, OUTPUT_DIR, atomic_outputs, json_text, read_jsonl, write_jsonl
-from phisum.params import ParamsError, load_params
+from phisum.params import load_params
 from phisum.plots import plot_texts
-from phisum.resources import ResourceError
-from phisum.significance import PairingError
 
 PARAMS = ("seed", "evaluate")
 
@@ -38,12 +38,12 @@ def print_summary(context: click.Context, _: click.Parameter, metrics_dir: Path 
     try:
         loaded = {name: json.loads((metrics_dir / f"{name}.json").read_text()) for name in names}
     except FileNotFoundError as error:
-        raise click.ClickException(f"{error.filename} is missing: run `dvc repro` first") from None
+        raise UserError(f"{error.filename} is missing: run `dvc repro` first") from None
     click.echo(summary_table(loaded, loaded["compare"]))
     context.exit()
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option(
     "--summary",
     type=INPUT_DIR,
@@ -57,26 +57,16 @@ def print_summary(context: click.Context, _: click.Parameter, metrics_dir: Path 
 @click.option("--plots-dir", type=OUTPUT_DIR, required=True, help="The plot data of dvc.yaml's plots.")
 @click.option("--metrics-dir", type=OUTPUT_DIR, required=True, help="base.json, peft.json, human.json, compare.json.")
 def main(predictions_dir: Path, scored_dir: Path, plots_dir: Path, metrics_dir: Path) -> None:
-    try:
-        params = load_params()
-    except ParamsError as error:
-        raise click.ClickException(str(error)) from None
+    params = load_params()
     metrics, scored, per_dialogue = {}, {}, {}
-    try:
-        for variant in VARIANTS:
-            folder = predictions_dir / variant
-            predictions = {name: read_jsonl(folder / f"{name}.jsonl") for name in ("test", "stress")}
-            click.echo(
-                f"evaluate {variant}: {len(predictions['test'])} dialogues, {len(predictions['stress'])} stress cases"
-            )
-            metrics[variant], scored[variant], per_dialogue[variant] = score_variant(params, predictions)
-        human = score_human(params, predictions["test"])  # both models' test rows hold the same references
-    except ResourceError as error:
-        raise click.ClickException(str(error)) from None
-    try:
-        comparison = compare(params, per_dialogue, scored)
-    except PairingError as error:
-        raise click.ClickException(str(error)) from None
+    for variant in VARIANTS:
+        folder = predictions_dir / variant
+        predictions = {name: read_jsonl(folder / f"{name}.jsonl") for name in ("test", "stress")}
+        counts = f"{len(predictions['test'])} dialogues, {len(predictions['stress'])} stress cases"
+        click.echo(f"evaluate {variant}: {counts}")
+        metrics[variant], scored[variant], per_dialogue[variant] = score_variant(params, predictions)
+    human = score_human(params, predictions["test"])  # both models' test rows hold the same references
+    comparison = compare(params, per_dialogue, scored)
     # All outputs or none (a full disk keeps every previous one): scores, metrics and plots describe one run.
     with atomic_outputs(scored_dir) as outputs:
         for variant in VARIANTS:

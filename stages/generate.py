@@ -14,42 +14,34 @@ from pathlib import Path
 
 import click
 
-from phisum.data import DataError, read_extra_dialogues
+from phisum.cli import UserErrorCommand
+from phisum.data import read_extra_dialogues
 from phisum.files import INPUT_DIR, INPUT_FILE, OUTPUT_DIR, atomic_dir, read_jsonl, write_json, write_jsonl
-from phisum.params import ParamsError, load_params
-from phisum.prompt import PromptError, check_adapter_prompt
+from phisum.params import load_params
+from phisum.prompt import check_adapter_prompt
 
 PARAMS = ("seed", "model", "prompt", "quantization", "generate")
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option("--test-path", type=INPUT_FILE, required=True, help="Prepared test rows (.jsonl).")
 @click.option("--adapter-dir", type=INPUT_DIR, help="A trained adapter (peft); without it the base model generates.")
 @click.option("--out-dir", type=OUTPUT_DIR, required=True, help="The predictions and meta.json.")
 def main(test_path: Path, adapter_dir: Path | None, out_dir: Path) -> None:
-    try:
-        params = load_params()  # a params typo stops here, before torch and transformers load (seconds)
-        from phisum.modeling import check_device, check_model_source
+    params = load_params()  # a params typo stops here, before torch and transformers load (seconds)
+    from phisum.modeling import check_device, check_model_source
 
-        check_device(params.model.device)
-        check_model_source(params.model)
-        extra_rows = read_extra_dialogues(params.generate.extra_dialogues)  # a bad file stops before the model
-    except (ParamsError, DataError) as error:
-        raise click.ClickException(str(error)) from None
+    check_device(params.model.device)
+    check_model_source(params.model)
+    extra_rows = read_extra_dialogues(params.generate.extra_dialogues)  # a bad file stops before the model
     if adapter_dir is not None:
-        try:
-            check_adapter_prompt(adapter_dir, params.prompt.template)
-        except PromptError as error:
-            raise click.ClickException(str(error)) from None
+        check_adapter_prompt(adapter_dir, params.prompt.template)
     test_rows = read_jsonl(test_path)
     model = f"{params.model.name} + {adapter_dir}" if adapter_dir else params.model.name
     click.echo(f"generate: {model}, {len(test_rows)} test rows")
-    from phisum.generation import NonFiniteScoresError, generate
+    from phisum.generation import generate
 
-    try:
-        sets, stats = generate(params, test_rows, adapter_dir, extra_rows)
-    except (ParamsError, DataError, NonFiniteScoresError) as error:
-        raise click.ClickException(str(error)) from None
+    sets, stats = generate(params, test_rows, adapter_dir, extra_rows)
     cut = stats["truncated_dialogues"]
     if any(cut.values()):
         click.echo(

@@ -13,30 +13,25 @@ from pathlib import Path
 
 import click
 
+from phisum.cli import UserErrorCommand
 from phisum.files import INPUT_DIR, INPUT_FILE, OUTPUT_FILE, read_jsonl, write_text
-from phisum.params import ParamsError, load_params
+from phisum.params import load_params
 from phisum.qualitative import render_report
 
 PARAMS = ("seed", "qualitative")
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option("--test-path", type=INPUT_FILE, required=True, help="Prepared test rows (.jsonl): the dialogues.")
 @click.option("--scored-dir", type=INPUT_DIR, required=True, help="Both models' scored predictions: base/, peft/.")
 @click.option("--predictions-dir", type=INPUT_DIR, required=True, help="Both models' predictions (your dialogues).")
 @click.option("--report-path", type=OUTPUT_FILE, required=True, help="The markdown report.")
 def main(test_path: Path, scored_dir: Path, predictions_dir: Path, report_path: Path) -> None:
-    try:
-        params = load_params()
-    except ParamsError as error:
-        raise click.ClickException(str(error)) from None
+    params = load_params()
     variants = ("base", "peft")
     scored = {v: {s: read_jsonl(scored_dir / v / f"{s}.jsonl") for s in ("test", "stress")} for v in variants}
     extra = {v: read_jsonl(predictions_dir / v / "extra.jsonl") for v in variants}
-    try:
-        report = render_report(read_jsonl(test_path), scored, extra, params)
-    except ParamsError as error:
-        raise click.ClickException(str(error)) from None
+    report = render_report(read_jsonl(test_path), scored, extra, params)
     write_text(report_path, report)
     click.echo(f"qualitative: wrote {report_path}")
 

@@ -30,6 +30,7 @@ from phisum.checkpoints import (
     run_fingerprint,
     stale_run_dirs,
 )
+from phisum.cli import UserErrorCommand
 from phisum.files import (
     INPUT_FILE,
     OUTPUT_DIR,
@@ -40,7 +41,7 @@ from phisum.files import (
     read_jsonl,
     write_json,
 )
-from phisum.params import ParamsError, load_params, to_dict
+from phisum.params import load_params, to_dict
 from phisum.prompt import save_adapter_prompt
 
 PARAMS = ("seed", "model", "prompt", "quantization", "lora", "train")
@@ -144,7 +145,7 @@ def command_line(context: click.Context) -> list[str]:
     return [arg for name, value in context.params.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option("--train-path", type=INPUT_FILE, required=True, help="Prepared training rows (.jsonl).")
 @click.option("--validation-path", type=INPUT_FILE, required=True, help="Prepared validation rows (.jsonl).")
 @click.option("--adapter-dir", type=OUTPUT_DIR, required=True, help="The trained adapter.")
@@ -166,23 +167,20 @@ def main(
     curves_dir: Path,
     checkpoint_dir: Path,
 ) -> None:
-    try:
-        params = load_params()  # a params typo stops here, before torch and transformers load (seconds)
-        import torch
+    params = load_params()  # a params typo stops here, before torch and transformers load (seconds)
+    import torch
 
-        from phisum.modeling import TargetModuleError, check_device, check_model_source
-        from phisum.training import NonFiniteLossError, plan_processes, train_adapter
+    from phisum.modeling import check_device, check_model_source
+    from phisum.training import plan_processes, train_adapter
 
-        check_device(params.model.device)
-        gpu_count = torch.cuda.device_count() if params.model.device == "cuda" else 0
-        env = plan_processes(
-            params.train.num_processes, params.model.device, gpu_count, os.environ.get("CUDA_VISIBLE_DEVICES")
-        )
-        if not env:  # a relaunched process checks the model itself
-            check_model_source(params.model)
-        checkpoint_dir, from_variable = checkpoint_dir_in_use(checkpoint_dir)
-    except ParamsError as error:
-        raise click.ClickException(str(error)) from None
+    check_device(params.model.device)
+    gpu_count = torch.cuda.device_count() if params.model.device == "cuda" else 0
+    env = plan_processes(
+        params.train.num_processes, params.model.device, gpu_count, os.environ.get("CUDA_VISIBLE_DEVICES")
+    )
+    if not env:  # a relaunched process checks the model itself
+        check_model_source(params.model)
+    checkpoint_dir, from_variable = checkpoint_dir_in_use(checkpoint_dir)
     if env:
         raise SystemExit(relaunch_on_one_gpu(env, gpu_count, command_line(context)))
     if params.train.num_processes > 1 and "LOCAL_RANK" not in os.environ:
@@ -216,8 +214,6 @@ def main(
             save_adapter_prompt(tmp_dir, params.prompt)
             write_json(tmp_dir / "params.json", to_dict(params))
             outputs.texts[metrics_path] = json_text(metrics)  # swapped in together with the adapter
-    except (NonFiniteLossError, TargetModuleError, ParamsError) as error:
-        raise click.ClickException(str(error)) from None
     except KeyboardInterrupt as interrupt:
         signum = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
         if not is_main:  # process zero says what is kept, once

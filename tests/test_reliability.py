@@ -228,7 +228,7 @@ def test_a_revision_the_hub_does_not_have_is_named(tiny_stage_dir, tiny_model_di
     set_params(tiny_stage_dir, {"model": {"name": str(tiny_model_dir)}})
     set_params(tiny_stage_dir, {"data": {"source": "neil-code/dialogsum-test", "revision": "v9"}})
     assert one_error_line(invoke_stage("prepare")) == (
-        "Error: data.revision: 'v9' is no commit, branch or tag of neil-code/dialogsum-test; use a commit hash "
+        "Error: data.revision: 'v9' is no commit, branch or tag of neil-code/dialogsum-test; use a full commit hash "
         "from the hub, or null for the latest"
     )
     assert asked == ["v9"]  # the stand-in was reached: the message came from datasets' wrapping of it
