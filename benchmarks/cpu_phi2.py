@@ -3,10 +3,10 @@
     python benchmarks/cpu_phi2.py [--workdir DIR] [--steps 2] [--threads 1] [--out results.json]
 
 No download: phisum.fullsize writes Phi-2's architecture with random fp16 weights (shard by shard)
-and a small tokenizer. Then stages/train.py's `train()` runs the committed params.yaml's recipe
-(4-bit NF4 + double quant, LoRA r=32 on q/k/v/dense, paged 8-bit AdamW, batch 1 x 4, gradient
+and a small tokenizer. Then phisum.training's `train_adapter()` (the train stage's own run) runs the committed
+params.yaml's recipe (4-bit NF4 + double quant, LoRA r=32 on q/k/v/dense, paged 8-bit AdamW, batch 1 x 4, gradient
 checkpointing) for a couple of optimizer steps on short synthetic rows, with model.device cpu; and
-stages/generate.py's `generate()` loads a fresh 4-bit model plus the saved adapter and generates a
+phisum.generation's `generate()` (the generate stage's) loads a fresh 4-bit model plus the saved adapter and generates a
 few tokens. Reports trainable parameters, adapter and checkpoint sizes, peak RAM and seconds per step.
 Not a CI test: it needs ~6 GB of disk and minutes of CPU.
 """
@@ -14,7 +14,6 @@ Not a CI test: it needs ~6 GB of disk and minutes of CPU.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import resource
@@ -26,18 +25,14 @@ import click
 import torch
 from transformers import TrainerCallback
 
+from phisum.cli import UserErrorCommand
 from phisum.fullsize import load_recipe, synthetic_texts, write_random_phi2
-from phisum.params import ModelParams, ParamsError
+from phisum.generation import generate
+from phisum.params import ModelParams
 from phisum.prompt import build_prompt, check_adapter_prompt, save_adapter_prompt
+from phisum.training import CheckedSFTTrainer, train_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def peak_rss_gb() -> float:
@@ -88,7 +83,7 @@ def make_rows(template: str, count: int, seed: int) -> list[dict]:
     return rows
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option("--workdir", type=click.Path(path_type=Path), default=None, help="Keep files here (default: temp dir).")
 @click.option("--steps", default=2, show_default=True, help="Optimizer steps (of batch_size x grad_accum rows).")
 @click.option("--new-tokens", default=4, show_default=True, help="Tokens generated per prompt.")
@@ -96,10 +91,7 @@ def make_rows(template: str, count: int, seed: int) -> list[dict]:
 @click.option("--out", "out_path", default="", help="Also write the results as JSON here.")
 def main(workdir: Path | None, steps: int, new_tokens: int, threads: int, out_path: str) -> None:
     torch.set_num_threads(threads)
-    try:
-        load_recipe(ROOT / "params.yaml")  # before the 37 minutes
-    except ParamsError as error:
-        raise click.ClickException(str(error)) from None
+    load_recipe(ROOT / "params.yaml")  # before the 37 minutes
     out = Path(out_path).resolve() if out_path else None  # before the chdir below
     with tempfile.TemporaryDirectory() as tmp:
         work = (workdir or Path(tmp)).resolve()
@@ -123,19 +115,18 @@ def run(work: Path, steps: int, new_tokens: int) -> dict:
     params = benchmark_params(model_dir, steps, new_tokens)
     per_step = params.train.batch_size * params.train.grad_accum
     rows = make_rows(params.prompt.template, per_step * steps + 4, seed=1)
-    train_stage = load_stage("train")
     clock = StepClock()
 
-    class TimedTrainer(train_stage.checked_trainer_class()):
+    class TimedTrainer(CheckedSFTTrainer):  # the stage's own trainer, plus a step clock
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.add_callback(clock)
 
-    train_stage.checked_trainer_class = lambda: TimedTrainer  # the stage's own trainer, plus a step clock
     run_dir, adapter_dir = work / "models/checkpoints/run", work / "models/adapter"
     phase = time.perf_counter()
     curves_dir = work / "metrics/curves"
-    metrics = train_stage.train(params, rows[: per_step * steps], rows[-4:-2], run_dir, adapter_dir, curves_dir)
+    train_rows, eval_rows = rows[: per_step * steps], rows[-4:-2]
+    metrics = train_adapter(params, train_rows, eval_rows, run_dir, adapter_dir, curves_dir, trainer_class=TimedTrainer)
     checkpoint = next(run_dir.glob("checkpoint-*"))
     results["train"] = {
         "metrics": metrics,
@@ -153,9 +144,8 @@ def run(work: Path, steps: int, new_tokens: int) -> dict:
     # The generate stage needs the adapter's prompt record, as the train stage's main() writes it.
     save_adapter_prompt(adapter_dir, params.prompt)
     check_adapter_prompt(adapter_dir, params.prompt.template)
-    generate_stage = load_stage("generate")
     phase = time.perf_counter()
-    sets, stats = generate_stage.generate(params, rows[-2:], adapter_dir)
+    sets, stats = generate(params, rows[-2:], adapter_dir)
     results["generate"] = {
         "wall_s": round(time.perf_counter() - phase),
         "stats": stats,

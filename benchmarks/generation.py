@@ -3,7 +3,7 @@
     python benchmarks/generation.py [WORKSPACE] [--batch-sizes 8,16,32] [--repeats 3] [--threads 1] [--out FILE]
 
 WORKSPACE is the workspace `make demo` builds (default demo): its params.yaml, data/prepared/test.jsonl
-and models/adapter. The model is loaded as stages/generate.py loads it (4-bit base + PeftModel adapter)
+and models/adapter. The model is loaded as phisum.generation.generate loads it (4-bit base + PeftModel adapter)
 and generation goes through phisum.generation.generate_summaries; batch size 1 is the seed's way.
 The sizes run interleaved in each repeat, so load from other processes hits them alike.
 """
@@ -20,6 +20,7 @@ import click
 import torch
 from peft import PeftModel
 
+from phisum.cli import UserErrorCommand
 from phisum.data import group_by_dialogue
 from phisum.files import read_jsonl
 from phisum.generation import generate_summaries
@@ -65,7 +66,7 @@ def batch_of(prompts: list[str], index: int, batch_size: int) -> list[str]:
     return [prompts[i] for i in order[start : start + batch_size]]
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.argument("workspace", default="demo", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--batch-sizes", default="8,16,32", help="Batched sizes compared against batch size 1.")
 @click.option("--repeats", default=3, show_default=True)

@@ -50,6 +50,7 @@ from datasets import Dataset
 from peft import PeftModel, get_peft_model
 from transformers import PhiConfig, TrainerCallback
 
+from phisum.cli import UserErrorCommand
 from phisum.fullsize import (
     FAMILIES,
     PHI2_PARAMS,
@@ -63,7 +64,7 @@ from phisum.fullsize import (
 )
 from phisum.generation import NonFiniteScoresError, cut_at_stop_string, generate_summaries, masked_attention_kernels
 from phisum.modeling import build_lora_config, build_quantization_config, load_base_model, load_tokenizer
-from phisum.params import ModelParams, ParamsError
+from phisum.params import ModelParams
 from phisum.prompt import build_prompt
 from phisum.synthetic import make_example
 from phisum.tiny_model import build_tiny_model
@@ -488,7 +489,7 @@ def run(params_path: Path, work: Path, dry_run: bool, steps: int, peak_tflops: f
     return results
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
 @click.option("--steps", default=6, show_default=True, help="Optimizer steps per sequence length (2 are warm-up).")
 @click.option("--peak-tflops", type=float, default=None, help="The GPU's dense 16-bit peak; detected by name if unset.")
@@ -500,10 +501,7 @@ def run(params_path: Path, work: Path, dry_run: bool, steps: int, peak_tflops: f
     help=f"Instead of Phi-2: these families' peak training memory ({','.join(OTHER_FAMILIES)}, or all).",
 )
 def main(params_path: Path, steps: int, peak_tflops: float | None, out_path: str, dry_run: bool, families: str) -> None:
-    try:
-        load_recipe(params_path)  # before minutes of setup, and before the GPU is touched
-    except ParamsError as error:
-        raise click.ClickException(str(error)) from None
+    load_recipe(params_path)  # before minutes of setup, and before the GPU is touched
     chosen = list(OTHER_FAMILIES) if families == "all" else [name for name in families.split(",") if name]
     unknown = [name for name in chosen if name not in OTHER_FAMILIES]
     if unknown:

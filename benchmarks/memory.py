@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM
 from trl.kernels.chunked_logprob import TOKEN_CHUNK_SIZE
 from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
 
+from phisum.cli import UserErrorCommand
 from phisum.fullsize import meta_model
 from phisum.modeling import load_base_model
 from phisum.params import ModelParams, QuantizationParams, load_params
@@ -283,7 +284,7 @@ def measure_training_state(params, seq_len: int = 16) -> dict:
     }
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.argument("workspace", default="demo", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_path", default="", type=click.Path(dir_okay=False), help="Also write the JSON here.")
 def main(workspace: Path, out_path: str) -> None:

@@ -31,6 +31,7 @@ import torch
 from transformers import PrinterCallback, set_seed
 from trl import SFTTrainer
 
+from phisum.cli import UserErrorCommand
 from phisum.files import read_jsonl
 from phisum.modeling import load_tokenizer, resolve_compute_dtype
 from phisum.params import Params, load_params
@@ -179,7 +180,7 @@ def run_one(params, batching, steps, rows, eval_rows, profile: bool) -> dict:
     }
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.argument("workspace", default="demo", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--steps", default=40, show_default=True, help="Optimizer steps per run.")
 @click.option("--repeats", default=3, show_default=True)

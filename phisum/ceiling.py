@@ -14,10 +14,11 @@ import json
 
 import click
 
-from phisum.data import DataError, group_by_dialogue, load_splits
+from phisum.cli import UserErrorCommand
+from phisum.data import group_by_dialogue, load_splits
+from phisum.errors import UserError
 from phisum.metrics import DISABLED, HUMAN_PER_ROW_UNITY, human_groups, score_groups
 from phisum.params import METRICS
-from phisum.resources import ResourceError
 
 PROTOCOL_KEYS = ("per_row", "best_reference", "pooled_reference", "all_references")
 
@@ -27,7 +28,7 @@ def human_ceiling(test_rows: list[dict], metrics: list[str]) -> dict:
     groups = group_by_dialogue([{**row, "prompt": row["dialogue"]} for row in test_rows])
     held_out = human_groups(groups)
     if not held_out:
-        raise click.ClickException("no test dialogue has two or more references: there is no human ceiling")
+        raise UserError("no test dialogue has two or more references: there is no human ceiling")
     summary = score_groups(held_out, metrics).summary
     scores = {
         protocol: {key: value for key, value in summary[protocol].items() if key != "definition" and value != DISABLED}
@@ -43,7 +44,7 @@ def human_ceiling(test_rows: list[dict], metrics: list[str]) -> dict:
     }
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.argument("source")
 @click.option(
     "--metrics",
@@ -56,12 +57,9 @@ def main(source: str, metrics: str) -> None:
     unknown = sorted(set(names) - set(METRICS) | ({"bertscore"} & set(names)))
     if unknown:
         choices = ", ".join(name for name in METRICS if name != "bertscore")
-        raise click.ClickException(f"--metrics: {', '.join(unknown)} is not one of {choices}")
-    try:
-        test_rows, _ = load_splits(source, None)["test"]
-        click.echo(json.dumps(human_ceiling(test_rows, names), indent=2))
-    except (DataError, ResourceError) as error:
-        raise click.ClickException(str(error)) from None
+        raise UserError(f"--metrics: {', '.join(unknown)} is not one of {choices}")
+    test_rows, _ = load_splits(source, None)["test"]
+    click.echo(json.dumps(human_ceiling(test_rows, names), indent=2))
 
 
 if __name__ == "__main__":

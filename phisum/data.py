@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from phisum.errors import UserError
+from phisum.hub import hub_error
+from phisum.params import Params
 from phisum.prompt import build_prompt
 
 SPLITS = ("train", "validation", "test")
@@ -19,7 +22,7 @@ REQUIRED_COLUMNS = ("id", "dialogue", "summary")
 KNOWN_COLUMNS = (*REQUIRED_COLUMNS, "topic")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset problem; the message names the file or split, the row id and the fix."""
 
 
@@ -149,35 +152,19 @@ WHERE_DATA_LIVES = (
 
 
 def load_hub_dataset(source: str, revision: str | None):
-    """datasets.load_dataset, with a name or revision that resolves to nothing as one DataError naming the param."""
+    """datasets.load_dataset, with a name or revision that resolves to nothing as one HubNameError naming the param."""
     # Imported here: a local run never touches the hub client.
     from datasets import load_dataset
-    from datasets.exceptions import DatasetNotFoundError
-    from huggingface_hub.errors import HFValidationError, RevisionNotFoundError
     from huggingface_hub.utils import validate_repo_id
 
-    nowhere = f"data.source: {source!r} is no directory under {Path.cwd()}"
-    no_such_revision = (
-        f"data.revision: {revision!r} is no commit, branch or tag of {source}; use a commit hash from the hub, "
-        "or null for the latest"
-    )
     try:
         validate_repo_id(source)  # offline, load_dataset would call any string "unreachable"
         return load_dataset(source, revision=revision)
-    except HFValidationError:
-        raise DataError(f"{nowhere} and not a hub id; {WHERE_DATA_LIVES}") from None
-    except RevisionNotFoundError:
-        raise DataError(no_such_revision) from None
-    except DatasetNotFoundError as error:
-        # datasets 5.2 raises the hub's RevisionNotFoundError as a DatasetNotFoundError (raise ... from it).
-        if isinstance(error.__cause__, RevisionNotFoundError):
-            raise DataError(no_such_revision) from None
-        raise DataError(f"{nowhere} and no hub dataset (or a private one: set HF_TOKEN); {WHERE_DATA_LIVES}") from None
-    except ConnectionError:
-        raise DataError(
-            f"{nowhere}, and the hub is unreachable with no cached copy at revision {revision}; connect once to "
-            f"download it, or {WHERE_DATA_LIVES}"
-        ) from None
+    except Exception as error:
+        entry = "files that datasets can load"
+        if (answer := hub_error(error, "data.source", source, revision, WHERE_DATA_LIVES, entry)) is None:
+            raise
+        raise answer from None
 
 
 def load_splits(source: str, revision: str | None) -> dict[str, tuple[list[dict], str]]:
@@ -432,3 +419,56 @@ def group_by_dialogue(rows: list[dict]) -> list[dict]:
         group["ids"].append(row["id"])
         group["references"].append(row["summary"])
     return list(groups.values())
+
+
+def prepare_splits(params: Params, splits: dict[str, tuple[list[dict], str]], tokenizer) -> tuple[dict, dict]:
+    """The prepare stage's work: ({split: prompt/completion rows}, statistics) from load_splits' splits."""
+    prepared, stats = {}, {}
+    held_out = held_out_dialogues(splits)
+    for split in SPLITS:
+        rows, where = splits[split]
+        # Test prompts keep room for generation; training prompts keep room for their own summary.
+        reserve = params.generate.max_new_tokens if split == "test" else None
+        prepared[split], split_stats = prepare_split(
+            rows,
+            where,
+            params.prompt.template,
+            tokenizer,
+            params.prompt.max_length,
+            reserve,
+            on_bad_rows=params.data.on_bad_rows,
+            held_out=held_out if split == "train" else set(),  # validation only feeds the val loss
+        )
+        stats[split] = split_stats.to_dict()
+    test_ids = {row["prompt"] for row in prepared["test"]}
+    stats["test"]["dialogues"] = len(test_ids)
+    return prepared, stats
+
+
+def describe_unused_columns(splits: dict[str, tuple[list[dict], str]]) -> list[str]:
+    """One line per set of ignored columns (an export's extras), naming the files that have it."""
+    files_by_columns: dict[tuple[str, ...], list[str]] = {}
+    for rows, where in splits.values():
+        if unused := unused_columns(rows):
+            files_by_columns.setdefault(tuple(unused), []).append(where)
+    return [f"  ignoring column(s) {', '.join(c)} in {', '.join(w)}" for c, w in files_by_columns.items()]
+
+
+def read_extra_dialogues(path: str) -> list[dict]:
+    """Your own dialogues for the report: a .jsonl with `dialogue` (and optionally `id`) per line."""
+    if not path:
+        return []
+    try:
+        rows = numbered_jsonl(decode_utf8(Path(path)), path)
+    except DataError as error:
+        raise DataError(f"generate.extra_dialogues: {error}") from None
+    extra = []
+    for index, (line, row) in enumerate(rows):
+        dialogue, row_id = row.get("dialogue"), row.get("id")
+        where = f"generate.extra_dialogues: {path} line {line}"
+        if not is_text(dialogue) or not str(dialogue).strip():
+            raise DataError(f'{where}: no `dialogue` text; give every line a non-empty "dialogue"')
+        if row_id is not None and not is_text(row_id):
+            raise DataError(f"{where}: `id` is not text; give a string or leave it out")
+        extra.append({"id": str(row_id) if row_id is not None else f"extra_{index}", "dialogue": str(dialogue)})
+    return extra

@@ -23,6 +23,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from phisum.cli import UserErrorCommand
 from phisum.files import atomic_dir
 
 
@@ -43,7 +44,7 @@ def merge_adapter(adapter_dir: Path, out_dir: Path, dtype: torch.dtype = torch.f
         AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(tmp_dir)
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option("--adapter-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default="models/adapter")
 @click.option("--out-dir", type=click.Path(path_type=Path), default="models/merged")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from phisum.errors import UserError
+
 # mkstemp makes files only their owner can read; an output gets the mode open() would give it.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -27,11 +29,8 @@ OUTPUT_FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
 OUTPUT_DIR = click.Path(file_okay=False, writable=True, path_type=Path)
 
 
-class WriteError(click.ClickException):
-    """An output could not be written (full disk, read-only directory); the previous outputs are kept.
-
-    A ClickException so every stage's click main reports it as one `Error:` line, with no per-stage handler.
-    """
+class WriteError(UserError):
+    """An output could not be written (full disk, read-only directory); the previous outputs are kept."""
 
     def __init__(self, path: Path, error: OSError, directory: Path | None = None) -> None:
         """path: the output; directory: where it is written (default its parent), which must be writable."""

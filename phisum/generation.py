@@ -1,12 +1,30 @@
-"""Batched greedy generation that stops at EOS, with stop strings matched in generated text only."""
+"""Batched greedy generation that stops at EOS, with stop strings matched in generated text only; and the generate
+stage's work: the test, stress and your own dialogues' summaries from the base or the PEFT model."""
 
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
 
+import click
 import torch
+from peft import PeftModel
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, set_seed
+
+from phisum.data import fit_prompts, group_by_dialogue
+from phisum.errors import UserError
+from phisum.modeling import (
+    describe_runtime,
+    load_base_model,
+    load_tokenizer,
+    resolve_compute_dtype,
+    stable_dtype_advice,
+)
+from phisum.params import Params
+from phisum.stress import make_stress_cases
 
 # Masked attention with left padding: a padded row's query can attend to nothing, and some fused
 # kernels (cuDNN attention on Hopper/Blackwell, reported upstream) return NaN there. The
@@ -14,12 +32,12 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 MASKED_SDPA_BACKENDS = [torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION, torch.nn.attention.SDPBackend.MATH]
 
 
-class NonFiniteScoresError(RuntimeError):
+class NonFiniteScoresError(UserError, RuntimeError):
     """The model produced NaN/inf next-token scores; `prompts` are the indices of the affected prompts."""
 
-    def __init__(self, prompts: list[int]):
+    def __init__(self, prompts: list[int], message: str = ""):
         self.prompts = prompts
-        super().__init__(f"non-finite next-token scores for prompts {prompts}")
+        super().__init__(message or f"non-finite next-token scores for prompts {prompts}")
 
 
 def cut_at_stop_string(text: str, stop_strings: list[str]) -> tuple[str, bool]:
@@ -123,3 +141,66 @@ def generate_summaries(
             text, cut = cut_at_stop_string(tokenizer.decode(kept, skip_special_tokens=True), list(stop_strings))
             results[i] = {"text": text.strip(), "new_tokens": len(kept), "stopped": ended or cut}
     return results  # type: ignore[return-value]
+
+
+def non_finite_scores_message(ids: Sequence[str], device: str, compute_dtype) -> str:
+    """What NaN/inf next-token scores at this compute dtype likely mean, and what to change on this device."""
+    dtype = str(compute_dtype).removeprefix("torch.")
+    advice = stable_dtype_advice(device, compute_dtype)
+    overflow = f"{'fp16 overflow' if dtype == 'float16' else 'low bfloat16 precision'} in attention (set {advice}) or "
+    return (
+        f"non-finite next-token scores (NaN/inf) for rows {', '.join(ids)} at compute dtype {dtype}; likely "
+        f"{overflow if advice else ''}a fused attention kernel failing on left-padded rows (set generate.batch_size: "
+        "1 to confirm)"
+    )
+
+
+def generate(
+    params: Params, test_rows: list[dict], adapter_dir: Path | None, extra_rows: Sequence[dict] = ()
+) -> tuple[dict[str, list[dict]], dict]:
+    """Return ({"test"|"stress"|"extra": rows with predictions}, generation stats); extra_rows: your dialogues.
+
+    NaN/inf scores raise NonFiniteScoresError naming the rows, the likely cause and the fix."""
+    set_seed(params.seed)
+    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
+    tokenizer = load_tokenizer(params.model)
+    model = load_base_model(params.model, params.quantization, compute_dtype)
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    model.eval()
+    click.echo(f"  {describe_runtime(model, compute_dtype)}")
+    template = params.prompt.template
+    # prepare cut the test dialogues to this budget; the others are cut here the same way.
+    budget = params.prompt.max_length - params.generate.max_new_tokens
+    stress, stress_cut = fit_prompts(
+        make_stress_cases(params.seed, params.generate.stress_cases), template, tokenizer, budget
+    )
+    extra, extra_cut = fit_prompts(list(extra_rows), template, tokenizer, budget)
+    sets = {"test": group_by_dialogue(test_rows), "stress": stress, "extra": extra}
+    rows = [row for name in sets for row in sets[name]]
+    prompts = [row["prompt"] for row in rows]
+    started = time.perf_counter()
+    try:
+        outputs = generate_summaries(
+            model,
+            tokenizer,
+            prompts,
+            params.generate.max_new_tokens,
+            params.generate.batch_size,
+            params.generate.stop_strings,
+        )
+    except NonFiniteScoresError as error:
+        ids = [rows[i]["id"] for i in error.prompts]
+        message = non_finite_scores_message(ids, params.model.device, compute_dtype)
+        raise NonFiniteScoresError(error.prompts, message) from None
+    generation_s = time.perf_counter() - started
+    for row, output in zip(rows, outputs, strict=True):
+        row.pop("prompt", None)  # the test prompt is in data/prepared; keep predictions small
+        row.update(prediction=output["text"], new_tokens=output["new_tokens"], stopped=output["stopped"])
+    stats = {
+        "generation_s": round(generation_s, 1),
+        "prompts": len(prompts),
+        "compute_dtype": str(compute_dtype),
+        "truncated_dialogues": {"stress": stress_cut, "extra": extra_cut},
+    }
+    return sets, stats

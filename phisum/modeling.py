@@ -10,6 +10,7 @@ from peft import LoraConfig
 from torch.nn import Linear
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+from phisum.hub import hub_error
 from phisum.params import LoraParams, ModelParams, ParamsError, QuantizationParams
 
 ATTENTION = "sdpa"  # see load_base_model
@@ -129,7 +130,7 @@ def build_lora_config(lora: LoraParams) -> LoraConfig:
     )
 
 
-class TargetModuleError(ValueError):
+class TargetModuleError(ParamsError):
     """lora.target_modules names a layer the model does not have."""
 
 
@@ -177,42 +178,14 @@ WHERE_MODELS_LIVE = (
 )
 
 
-TOKENS_PAGE = "https://huggingface.co/settings/tokens"
-
-
-def gated_model_message(name: str) -> str:
-    """What to do about a gated model (Llama-3, Mistral): accept its terms, then a token of that account. The
-    token is read from the environment (HF_TOKEN) or `hf auth login`'s file by huggingface_hub, never written."""
-    from huggingface_hub import get_token
-
-    accept = (
-        f"accept its terms on https://huggingface.co/{name} with your account, then set HF_TOKEN to a read token "
-        f"of that account ({TOKENS_PAGE})"
-    )
-    if get_token() is None:
-        return f"model.name: {name} is gated on the hub and no hub token is set: {accept}"
-    return (
-        f"model.name: {name} is gated on the hub and the hub token set here has no access to it (yet): {accept}; "
-        "a request may await approval"
-    )
-
-
 def check_model_source(model: ModelParams) -> None:
-    """One ParamsError naming model.name / model.revision when they resolve to nothing, before any work.
+    """One ParamsError naming model.name / model.revision when they resolve to nothing, before any work (a
+    HubNameError, as for data.source, when the hub has nothing by that name).
 
     Fetches config.json the way from_pretrained does first (local directory, else hub or hub cache), so
     the load that follows finds it cached; the hub's own errors say which part was wrong.
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     name, revision = model.name, model.revision
     if not name.strip():
@@ -224,37 +197,10 @@ def check_model_source(model: ModelParams) -> None:
         return
     if path.exists():
         raise ParamsError(f"model.name: {name} is a file, not a model directory; {WHERE_MODELS_LIVE}")
-    nowhere = f"model.name: {name!r} is no directory under {Path.cwd()}"
     try:
         hf_hub_download(name, "config.json", revision=revision)
-    except HFValidationError:
-        raise ParamsError(f"{nowhere} and not a hub id; {WHERE_MODELS_LIVE}") from None
-    except GatedRepoError:  # before RepositoryNotFoundError, its parent
-        raise ParamsError(gated_model_message(name)) from None
-    except RepositoryNotFoundError:
-        raise ParamsError(
-            f"{nowhere} and no hub model (or a private one: set HF_TOKEN); check the spelling, or {WHERE_MODELS_LIVE}"
-        ) from None
-    except RevisionNotFoundError:
-        raise ParamsError(
-            f"model.revision: {revision!r} is no commit, branch or tag of {name}; use a full commit hash from the "
-            "hub, or null for the latest"
-        ) from None
-    except LocalEntryNotFoundError:  # before EntryNotFoundError, its parent
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") else ""
-        raise ParamsError(
-            f"{nowhere}, and the hub is unreachable{offline} with no cached copy at revision {revision}; "
-            f"connect once to download it, or {WHERE_MODELS_LIVE}"
-        ) from None
-    except EntryNotFoundError:
-        raise ParamsError(
-            f"model.name: {name} (revision {revision}) has no config.json; not a transformers model"
-        ) from None
-    except HfHubHTTPError as error:  # last: the errors above are its subclasses
-        if error.response is None or error.response.status_code != 401:
+    except Exception as error:
+        entry = "config.json; not a transformers model"
+        if (answer := hub_error(error, "model.name", name, revision, WHERE_MODELS_LIVE, entry)) is None:
             raise
-        # 401 without a GatedRepo/RepoNotFound code: the hub refuses the token itself.
-        raise ParamsError(
-            f"the hub refuses the hub token set here (HF_TOKEN): invalid or revoked; create a read token at "
-            f"{TOKENS_PAGE} and set HF_TOKEN to it"
-        ) from None
+        raise answer from None

@@ -16,12 +16,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from phisum.errors import UserError
+
 TOKEN_NAME = "HF_TOKEN"  # the secret's name on Colab and Kaggle, and the variable huggingface_hub reads
 COLAB_DRIVE = Path("/content/drive")
 KAGGLE_WORKING = Path("/kaggle/working")
 
 
-class NotebookError(Exception):
+class NotebookError(UserError):
     """A failed command or a setting to fix: shown as one `Error:` line instead of a traceback."""
 
     def _render_traceback_(self) -> list[str]:  # IPython shows these lines in place of the traceback

@@ -18,11 +18,13 @@ from typing import Annotated, Any, Literal
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.constructor import DuplicateKeyError
 
+from phisum.errors import UserError
+
 PARAMS_PATH = Path("params.yaml")
 METRICS = ("rouge", "bleu", "meteor", "bertscore", "length")  # evaluate.metrics choices; phisum.metrics imports them
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """A params.yaml problem the user must fix; the message names the key."""
 
 

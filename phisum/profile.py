@@ -17,9 +17,10 @@ from pathlib import Path
 import click
 from ruamel.yaml import YAML
 
+from phisum.cli import UserErrorCommand
 from phisum.data import SPLITS, DataError, check_splits, load_splits, usable_rows
 from phisum.files import write_text
-from phisum.params import PARAMS_PATH, ParamsError, load_params, parse_params, read_yaml
+from phisum.params import PARAMS_PATH, load_params, parse_params, read_yaml
 from phisum.synthetic import write_dataset
 
 PROFILE_PATH = Path("profiles/cpu.yaml")
@@ -98,7 +99,7 @@ def first_dialogue_ids(rows: list[dict], count: int) -> list[str]:
     return list(ids.values())[:count]
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option("--data", "data_dir", default="", help="Local dataset directory; empty = generate the synthetic set.")
 @click.option(
     "--pretrain-steps",
@@ -109,10 +110,7 @@ def first_dialogue_ids(rows: list[dict], count: int) -> list[str]:
     "the demo's stress test needs them, a pipeline check does not).",
 )
 def main(data_dir: str, pretrain_steps: int | None) -> None:
-    try:
-        switch_to_cpu_profile(data_dir, pretrain_steps)
-    except (DataError, ParamsError) as error:
-        raise click.ClickException(str(error)) from None
+    switch_to_cpu_profile(data_dir, pretrain_steps)
 
 
 def switch_to_cpu_profile(data_dir: str, pretrain_steps: int | None = None) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from phisum.errors import UserError
 from phisum.files import write_json
 from phisum.params import PromptParams
 
 PROMPT_FILE = "prompt.json"
 
 
-class PromptError(ValueError):
+class PromptError(UserError, ValueError):
     """An adapter's saved prompt does not match params.yaml, or is missing; the message names both and the fix."""
 
 

@@ -11,9 +11,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import click
 import nltk
 from nltk.corpus.reader import CorpusReader, WordNetCorpusReader
 from nltk.corpus.util import LazyCorpusLoader
+
+from phisum.cli import UserErrorCommand
+from phisum.errors import UserError
 
 # Debian's `wordnet-base` (data files) and `wordnet-sense-index` (index.sense) install WordNet 3.0 here.
 WORDNET_SOURCE_DIR = Path("/usr/share/wordnet")
@@ -89,7 +93,7 @@ BERTSCORE_FIX = (
 )
 
 
-class ResourceError(RuntimeError):
+class ResourceError(UserError, RuntimeError):
     """A metric needs a file or model that is not installed; the message says how to get it."""
 
 
@@ -192,6 +196,12 @@ def resolve_bertscore_model(model: str) -> str:
     return str(model_dir)
 
 
-if __name__ == "__main__":  # `python -m phisum.resources`: what `make setup` runs after installing packages
+@click.command(cls=UserErrorCommand)
+def main() -> None:
+    """Install WordNet for METEOR where it is missing (what `make setup` runs after installing packages)."""
     ensure_wordnet()
-    print(f"WordNet ready for METEOR: {nltk.data.find('corpora/wordnet')}")
+    click.echo(f"WordNet ready for METEOR: {nltk.data.find('corpora/wordnet')}")
+
+
+if __name__ == "__main__":  # `python -m phisum.resources`
+    main()

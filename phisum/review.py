@@ -24,6 +24,8 @@ from pathlib import Path
 import click
 from rouge_score import rouge_scorer
 
+from phisum.cli import UserErrorCommand
+from phisum.errors import UserError
 from phisum.files import write_text
 from phisum.labels import label, score_at
 from phisum.metrics import CORPUS_METRICS
@@ -71,7 +73,7 @@ ALPHA = 0.05
 PIPELINE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml")
 
 
-class ReviewError(Exception):
+class ReviewError(UserError):
     """A review that cannot be made; the message says why and what to do."""
 
 
@@ -328,19 +330,16 @@ def build_review(base: str, top: int, resamples: int, seed: int, primary: str) -
     return "\n".join(lines)
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option("--base", required=True, help="Git revision to compare against (a branch, tag or commit).")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("reports/review.md"))
 @click.option("--top", default=5, show_default=True, help="Changed summaries shown side by side.")
 def main(base: str, out_path: Path, top: int) -> None:
-    from phisum.params import ParamsError, load_params
+    from phisum.params import load_params
 
-    try:
-        params = load_params()
-        evaluate = params.evaluate
-        report = build_review(base, top, evaluate.bootstrap_resamples, params.seed, evaluate.primary_metric)
-    except (ReviewError, ParamsError) as error:
-        raise click.ClickException(str(error)) from None
+    params = load_params()
+    evaluate = params.evaluate
+    report = build_review(base, top, evaluate.bootstrap_resamples, params.seed, evaluate.primary_metric)
     write_text(out_path, report + "\n")
     click.echo(f"wrote {out_path}")
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from phisum.errors import UserError
 from phisum.metrics import BERTSCORE_PARTS, CORPUS_METRICS, POOLED_ROUGE_TYPES, ROUGE_TYPES, Scored, statistic_matrix
 
 # What metrics/compare.json compares: per protocol, {reported name: per-dialogue score or corpus metric}.
@@ -37,7 +38,7 @@ def _resample_counts(size: int, resamples: int, seed: int) -> np.ndarray:
     return np.bincount(flat, minlength=resamples * size).reshape(resamples, size)
 
 
-class PairingError(ValueError):
+class PairingError(UserError, ValueError):
     """Two score lists that are not the same dialogues in the same order; the message names the first differing id."""
 
 

@@ -1,18 +1,36 @@
-"""What the train stage and the benchmarks share: the 4-bit model made trainable, the SFT config and the trainer.
+"""Training: the 4-bit model made trainable, the SFT config, the trainer that stops at a NaN loss, and the run.
 
-Both carry workarounds that must not drift apart: bitsandbytes' CPU repacking and TRL's bf16 LoRA cast.
+The train stage and the benchmarks share it all: the workarounds (bitsandbytes' CPU repacking, TRL's bf16 LoRA
+cast) must not drift apart.
 """
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+import click
 import torch
 import trl.kernels.chunked_logprob
 from datasets import Dataset
 from peft import prepare_model_for_kbit_training
+from transformers import ProgressCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from phisum.modeling import build_lora_config, check_target_modules, load_base_model
+from phisum.checkpoints import last_complete_checkpoint
+from phisum.errors import UserError
+from phisum.modeling import (
+    build_lora_config,
+    check_target_modules,
+    count_parameters,
+    describe_runtime,
+    load_base_model,
+    load_tokenizer,
+    resolve_compute_dtype,
+    stable_dtype_advice,
+)
 from phisum.params import Params, ParamsError
+from phisum.tracking import DVCLiveCurves, SparseProgress
 
 # Explicit: the reentrant default changed across torch versions.
 CHECKPOINTING = {"use_reentrant": False}
@@ -134,3 +152,120 @@ def build_trainer(
     )
     keep_lora_weights_fp32(trainer.model)
     return trainer
+
+
+class NonFiniteLossError(UserError, RuntimeError):
+    """Training produced NaN/inf; the run stops before any adapter is written."""
+
+
+class CheckedSFTTrainer(SFTTrainer):
+    """SFTTrainer that stops at the first non-finite micro-batch loss.
+
+    The Trainer's logs average over steps and (by default) filter NaN/inf, which is how fp16
+    overflow in Phi-2's attention goes unnoticed until the outputs are "!!!!".
+    """
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            dtype = torch.float16 if self.args.fp16 else torch.bfloat16 if self.args.bf16 else torch.float32
+            raise NonFiniteLossError(
+                non_finite_loss_message(loss.item(), self.state.global_step + 1, self.args.device.type, dtype)
+            )
+        return loss
+
+
+def non_finite_loss_message(loss: float, step: int, device: str, compute_dtype) -> str:
+    """What a NaN/inf loss at this compute dtype likely means, and what to change on this device."""
+    dtype = str(compute_dtype).removeprefix("torch.")
+    advice = stable_dtype_advice(device, compute_dtype)
+    if advice is None:
+        return (
+            f"non-finite training loss ({loss}) at step {step} at compute dtype {dtype}; likely a learning rate "
+            "too high: lower train.learning_rate"
+        )
+    cause = "fp16 overflow" if dtype == "float16" else "low bfloat16 precision"
+    return (
+        f"non-finite training loss ({loss}) at step {step} at compute dtype {dtype}; likely {cause} or a learning "
+        f"rate too high: set {advice} or lower train.learning_rate"
+    )
+
+
+def build_run_trainer(
+    params: Params,
+    train_rows: list[dict],
+    eval_rows: list[dict],
+    run_dir: Path,
+    curves_dir: Path,
+    trainer_class: type[SFTTrainer] = CheckedSFTTrainer,
+):
+    """The train stage's trainer, ready to train (or resume) into run_dir; returns it and the compute dtype."""
+    set_seed(params.seed)
+    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
+    triton_loss = select_loss_kernels(params.model.device)
+    tokenizer = load_tokenizer(params.model)
+    model = load_trainable_model(params, compute_dtype)
+    click.echo(f"  {describe_runtime(model, compute_dtype)}, loss kernels {'triton' if triton_loss else 'torch'}")
+    config = build_sft_config(
+        params,
+        compute_dtype,
+        str(run_dir),
+        eval_strategy="steps",
+        eval_steps=params.train.eval_steps,
+        save_strategy="steps",
+        save_steps=params.train.save_steps,
+        save_total_limit=params.train.save_total_limit,
+    )
+    trainer = build_trainer(
+        params,
+        model,
+        tokenizer,
+        config,
+        to_dataset(train_rows),
+        to_dataset(eval_rows),
+        trainer_class=trainer_class,
+        callbacks=[DVCLiveCurves(curves_dir)],
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(SparseProgress(params.train.logging_steps))
+    return trainer, compute_dtype
+
+
+def train_adapter(
+    params: Params,
+    train_rows: list[dict],
+    eval_rows: list[dict],
+    run_dir: Path,
+    out_dir: Path,
+    curves_dir: Path,
+    trainer_class: type[SFTTrainer] = CheckedSFTTrainer,
+) -> dict:
+    """Train (or resume from run_dir's checkpoints) the adapter, save it to out_dir, and return training metrics."""
+    trainer, compute_dtype = build_run_trainer(params, train_rows, eval_rows, run_dir, curves_dir, trainer_class)
+    tokenizer = trainer.processing_class
+    last = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None
+    resume_from = str(last) if last else None
+    if resume_from:
+        click.echo(f"  resuming from {resume_from}")
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from)
+    runtime = time.perf_counter() - started
+    history = trainer.state.log_history
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    eval_losses = [entry["eval_loss"] for entry in history if "eval_loss" in entry]
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+    # Wall-clock time is not a metric: it would make two identical runs' metrics files differ.
+    click.echo(f"  trained {trainer.state.global_step} steps in {runtime:.1f} s")
+    return {
+        "first_loss": round(losses[0], 4),
+        "last_loss": round(losses[-1], 4),
+        "first_eval_loss": round(eval_losses[0], 4) if eval_losses else None,
+        "last_eval_loss": round(eval_losses[-1], 4) if eval_losses else None,
+        "steps": trainer.state.global_step,
+        "processes": trainer.args.world_size,
+        "resumed_from_step": int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0,
+        **count_parameters(trainer.model),
+        "compute_dtype": str(compute_dtype).removeprefix("torch."),
+    }

@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
-import hashlib
-import json
 import os
-import re
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import click
 
+from phisum.checkpoints import (
+    CHECKPOINT_DIR_VARIABLE,
+    checkpoint_dir_in_use,
+    interrupted_message,
+    run_fingerprint,
+    stale_run_dirs,
+)
+from phisum.cli import UserErrorCommand
 from phisum.files import (
     INPUT_FILE,
     OUTPUT_DIR,
@@ -38,128 +39,14 @@ from phisum.files import (
     read_jsonl,
     write_json,
 )
-from phisum.params import Params, ParamsError, load_params, to_dict
+from phisum.params import load_params, to_dict
+from phisum.processes import TORCHRUN, run_child
 from phisum.prompt import save_adapter_prompt
 
 PARAMS = ("seed", "model", "prompt", "quantization", "lora", "train")
 # Relaunched as dvc.yaml runs it: `python -m` puts the working directory first on sys.path, so the copy of the
 # stages and of phisum in a queued experiment's directory runs, not the editable install's.
 MODULE = "stages.train"
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced NaN/inf; the run stops before any adapter is written."""
-
-
-@functools.cache
-def checked_trainer_class() -> type:
-    """SFTTrainer that stops at the first non-finite micro-batch loss (built on first use: trl loads torch).
-
-    The Trainer's logs average over steps and (by default) filter NaN/inf, which is how fp16
-    overflow in Phi-2's attention goes unnoticed until the outputs are "!!!!".
-    """
-    import torch
-    from trl import SFTTrainer
-
-    class CheckedSFTTrainer(SFTTrainer):
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            loss = super().training_step(model, inputs, num_items_in_batch)
-            if not torch.isfinite(loss).all():
-                dtype = torch.float16 if self.args.fp16 else torch.bfloat16 if self.args.bf16 else torch.float32
-                raise NonFiniteLossError(
-                    non_finite_loss_message(loss.item(), self.state.global_step + 1, self.args.device.type, dtype)
-                )
-            return loss
-
-    return CheckedSFTTrainer
-
-
-def non_finite_loss_message(loss: float, step: int, device: str, compute_dtype) -> str:
-    """What a NaN/inf loss at this compute dtype likely means, and what to change on this device."""
-    from phisum.modeling import stable_dtype_advice
-
-    dtype = str(compute_dtype).removeprefix("torch.")
-    advice = stable_dtype_advice(device, compute_dtype)
-    if advice is None:
-        return (
-            f"non-finite training loss ({loss}) at step {step} at compute dtype {dtype}; likely a learning rate "
-            "too high: lower train.learning_rate"
-        )
-    cause = "fp16 overflow" if dtype == "float16" else "low bfloat16 precision"
-    return (
-        f"non-finite training loss ({loss}) at step {step} at compute dtype {dtype}; likely {cause} or a learning "
-        f"rate too high: set {advice} or lower train.learning_rate"
-    )
-
-
-def run_fingerprint(params: Params, data_paths: list[Path]) -> str:
-    """Checkpoints are only resumed by the run that wrote them: same params and same data.
-
-    Param values and data bytes only, no path: another clone (another directory) of the same run resumes too.
-    """
-    digest = hashlib.sha256(json.dumps({k: to_dict(params)[k] for k in PARAMS}, sort_keys=True).encode())
-    for path in data_paths:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-CHECKPOINT_DIR_VARIABLE = "PHISUM_CHECKPOINT_DIR"
-
-
-def checkpoint_dir_in_use(option: Path) -> tuple[Path, bool]:
-    """--checkpoint-dir, or $PHISUM_CHECKPOINT_DIR where set (and not empty); and whether the variable gave it.
-
-    An environment variable and not a param or a cmd option, by design: where checkpoints live changes no
-    result, and a param (or another cmd) would change the stage's DVC identity and retrain.
-    """
-    given = os.environ.get(CHECKPOINT_DIR_VARIABLE, "")
-    if not given:
-        return option, False
-    path = Path(given).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ParamsError(f"{CHECKPOINT_DIR_VARIABLE}: {path} is a file; name a directory (created if missing)")
-    return path, True
-
-
-# The <run> directories this stage makes under the checkpoint directory (run_fingerprint), and what is in them.
-RUN_DIR_NAME = re.compile(r"[0-9a-f]{12}")
-CHECKPOINT_NAME = re.compile(r"checkpoint-[0-9]+")
-
-
-def stale_run_dirs(checkpoint_dir: Path, fingerprint: str) -> list[Path]:
-    """Other configurations' run directories: never resumable by this one. Only what this stage made counts:
-    the checkpoint directory may be shared storage (PHISUM_CHECKPOINT_DIR) holding other things too."""
-    return [
-        path
-        for path in checkpoint_dir.glob("*")
-        if path.name != fingerprint
-        and RUN_DIR_NAME.fullmatch(path.name)
-        and path.is_dir()
-        and not path.is_symlink()
-        and all(CHECKPOINT_NAME.fullmatch(child.name) for child in path.iterdir())
-    ]
-
-
-def _whole_json(path: Path) -> bool:
-    try:
-        json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def last_complete_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint the Trainer finished (trainer_state.json is written last); ones cut short go.
-
-    transformers' get_last_checkpoint takes the newest directory, even one half-written when Ctrl-C or a
-    full disk struck mid-save, and resuming from it fails. trainer_state.json itself is written in place,
-    so a kill inside that write leaves it cut short: the checkpoint counts only when the file parses.
-    """
-    checkpoints = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
-    complete = [p for p in checkpoints if _whole_json(p / "trainer_state.json")]
-    for partial in set(checkpoints) - set(complete):
-        shutil.rmtree(partial, ignore_errors=True)
-    return complete[0] if complete else None
 
 
 class TrainingInterrupted(click.ClickException):
@@ -176,158 +63,6 @@ class Terminated(KeyboardInterrupt):
 
 def raise_terminated(signum, frame) -> None:
     raise Terminated
-
-
-def interrupted_message(run_dir: Path, save_steps: int) -> str:
-    kept = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None
-    if kept is None:
-        return (
-            f"interrupted before the first checkpoint (train.save_steps: {save_steps}); the next run starts over "
-            "and the previous adapter is unchanged"
-        )
-    return (
-        f"interrupted; {kept} is kept and the previous adapter is unchanged: run `dvc repro` with the same params "
-        f"and data to resume from step {kept.name.rsplit('-', 1)[-1]}"
-    )
-
-
-def build_stage_trainer(params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, curves_dir: Path):
-    """The stage's trainer, ready to train (or resume) into run_dir; returns it and the compute dtype."""
-    from transformers import ProgressCallback, set_seed
-
-    from phisum.modeling import describe_runtime, load_tokenizer, resolve_compute_dtype
-    from phisum.tracking import DVCLiveCurves, SparseProgress
-    from phisum.training import (
-        build_sft_config,
-        build_trainer,
-        load_trainable_model,
-        select_loss_kernels,
-        to_dataset,
-    )
-
-    set_seed(params.seed)
-    compute_dtype = resolve_compute_dtype(params.quantization.compute_dtype, params.model.device)
-    triton_loss = select_loss_kernels(params.model.device)
-    tokenizer = load_tokenizer(params.model)
-    model = load_trainable_model(params, compute_dtype)
-    click.echo(f"  {describe_runtime(model, compute_dtype)}, loss kernels {'triton' if triton_loss else 'torch'}")
-    config = build_sft_config(
-        params,
-        compute_dtype,
-        str(run_dir),
-        eval_strategy="steps",
-        eval_steps=params.train.eval_steps,
-        save_strategy="steps",
-        save_steps=params.train.save_steps,
-        save_total_limit=params.train.save_total_limit,
-    )
-    trainer = build_trainer(
-        params,
-        model,
-        tokenizer,
-        config,
-        to_dataset(train_rows),
-        to_dataset(eval_rows),
-        trainer_class=checked_trainer_class(),
-        callbacks=[DVCLiveCurves(curves_dir)],
-    )
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(SparseProgress(params.train.logging_steps))
-    return trainer, compute_dtype
-
-
-def train(
-    params: Params, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, out_dir: Path, curves_dir: Path
-) -> dict:
-    """Train (or resume from run_dir's checkpoints) the adapter, save it to out_dir, and return training metrics."""
-    from phisum.modeling import count_parameters
-
-    trainer, compute_dtype = build_stage_trainer(params, train_rows, eval_rows, run_dir, curves_dir)
-    tokenizer = trainer.processing_class
-    last = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None
-    resume_from = str(last) if last else None
-    if resume_from:
-        click.echo(f"  resuming from {resume_from}")
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
-    runtime = time.perf_counter() - started
-    history = trainer.state.log_history
-    losses = [entry["loss"] for entry in history if "loss" in entry]
-    eval_losses = [entry["eval_loss"] for entry in history if "eval_loss" in entry]
-    if trainer.is_world_process_zero():
-        trainer.model.save_pretrained(out_dir, safe_serialization=True)
-        tokenizer.save_pretrained(out_dir)
-    # Wall-clock time is not a metric: it would make two identical runs' metrics files differ.
-    click.echo(f"  trained {trainer.state.global_step} steps in {runtime:.1f} s")
-    return {
-        "first_loss": round(losses[0], 4),
-        "last_loss": round(losses[-1], 4),
-        "first_eval_loss": round(eval_losses[0], 4) if eval_losses else None,
-        "last_eval_loss": round(eval_losses[-1], 4) if eval_losses else None,
-        "steps": trainer.state.global_step,
-        "processes": trainer.args.world_size,
-        "resumed_from_step": int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0,
-        **count_parameters(trainer.model),
-        "compute_dtype": str(compute_dtype).removeprefix("torch."),
-    }
-
-
-# Runs first in a relaunched child, then becomes the real command (exec): on Linux the child gets SIGTERM when the
-# stage that started it dies, even of SIGKILL, which no handler can pass on (its own process group, below, keeps it
-# from the signals sent to the stage's group).
-DIE_WITH_PARENT = """
-import os, sys
-if sys.platform == "linux":
-    import ctypes, signal
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != int(sys.argv[1]):  # the parent died before that
-        sys.exit(128 + signal.SIGTERM)
-os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
-"""
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# torchrun, stopped by a signal, passes it to its workers, waits for them, then dies of a SignalException traceback
-# with exit code 1: the workers' `Error:` line said it all, so exit quietly with the shell's code for the signal.
-TORCHRUN = """
-import sys
-from torch.distributed.elastic.multiprocessing.api import SignalException
-from torch.distributed.run import main
-try:
-    main(sys.argv[1:])
-except SignalException as stop:
-    sys.exit(128 + stop.sigval)
-"""
-
-
-def run_child(python_args: list[str], env: dict[str, str] | None = None) -> int:
-    """Run `python <python_args>` and stand in for it until it ends: signals passed on, its exit code returned.
-
-    The child gets a process group of its own, so a terminal's Ctrl-C reaches only this process, which passes it on
-    once (a second SIGINT would cut the child's own interrupt handling short), as it does SIGTERM and SIGHUP; then it
-    waits for the child, however long it takes to say which checkpoint is kept. subprocess.call instead killed the
-    child 0.25 s after Ctrl-C, before that line, and left it running, GPU and all, on SIGTERM. A child killed by a
-    signal gives the shell's code, 128 + the signal.
-    """
-    child: list[subprocess.Popen] = []
-    pending: list[int] = []
-
-    def forward(signum, frame) -> None:
-        if not child:
-            pending.append(signum)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            child[0].send_signal(signum)
-
-    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
-    try:
-        command = [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *python_args]
-        child.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, process_group=0))
-        for signum in pending:
-            child[0].send_signal(signum)
-        returncode = child[0].wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    return returncode if returncode >= 0 else 128 - returncode
 
 
 def relaunch_data_parallel(num_processes: int, args: list[str]) -> int:
@@ -351,7 +86,7 @@ def command_line(context: click.Context) -> list[str]:
     return [arg for name, value in context.params.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option("--train-path", type=INPUT_FILE, required=True, help="Prepared training rows (.jsonl).")
 @click.option("--validation-path", type=INPUT_FILE, required=True, help="Prepared validation rows (.jsonl).")
 @click.option("--adapter-dir", type=OUTPUT_DIR, required=True, help="The trained adapter.")
@@ -373,23 +108,20 @@ def main(
     curves_dir: Path,
     checkpoint_dir: Path,
 ) -> None:
-    try:
-        params = load_params()  # a params typo stops here, before torch and transformers load (seconds)
-        import torch
+    params = load_params()  # a params typo stops here, before torch and transformers load (seconds)
+    import torch
 
-        from phisum.modeling import TargetModuleError, check_device, check_model_source
-        from phisum.training import plan_processes
+    from phisum.modeling import check_device, check_model_source
+    from phisum.training import plan_processes, train_adapter
 
-        check_device(params.model.device)
-        gpu_count = torch.cuda.device_count() if params.model.device == "cuda" else 0
-        env = plan_processes(
-            params.train.num_processes, params.model.device, gpu_count, os.environ.get("CUDA_VISIBLE_DEVICES")
-        )
-        if not env:  # a relaunched process checks the model itself
-            check_model_source(params.model)
-        checkpoint_dir, from_variable = checkpoint_dir_in_use(checkpoint_dir)
-    except ParamsError as error:
-        raise click.ClickException(str(error)) from None
+    check_device(params.model.device)
+    gpu_count = torch.cuda.device_count() if params.model.device == "cuda" else 0
+    env = plan_processes(
+        params.train.num_processes, params.model.device, gpu_count, os.environ.get("CUDA_VISIBLE_DEVICES")
+    )
+    if not env:  # a relaunched process checks the model itself
+        check_model_source(params.model)
+    checkpoint_dir, from_variable = checkpoint_dir_in_use(checkpoint_dir)
     if env:
         raise SystemExit(relaunch_on_one_gpu(env, gpu_count, command_line(context)))
     if params.train.num_processes > 1 and "LOCAL_RANK" not in os.environ:
@@ -414,17 +146,15 @@ def main(
     previous_sigterm = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         if not is_main:  # only process zero saves (the Trainer's rule); the others train and leave
-            train(params, train_rows, eval_rows, run_dir, adapter_dir, curves_dir)
+            train_adapter(params, train_rows, eval_rows, run_dir, adapter_dir, curves_dir)
             return
         with atomic_outputs(adapter_dir) as outputs:
             tmp_dir = outputs.dirs[adapter_dir]
-            metrics = train(params, train_rows, eval_rows, run_dir, tmp_dir, curves_dir)
+            metrics = train_adapter(params, train_rows, eval_rows, run_dir, tmp_dir, curves_dir)
             # The adapter records how it was made, so generation can check it uses the training prompt.
             save_adapter_prompt(tmp_dir, params.prompt)
             write_json(tmp_dir / "params.json", to_dict(params))
             outputs.texts[metrics_path] = json_text(metrics)  # swapped in together with the adapter
-    except (NonFiniteLossError, TargetModuleError, ParamsError) as error:
-        raise click.ClickException(str(error)) from None
     except KeyboardInterrupt as interrupt:
         signum = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
         if not is_main:  # process zero says what is kept, once

@@ -5,7 +5,14 @@ import random
 import pytest
 import yaml
 
-from phisum.data import DataError, group_by_dialogue, load_splits, prepare_split, unused_columns
+from phisum.data import (
+    DataError,
+    describe_unused_columns,
+    group_by_dialogue,
+    load_splits,
+    prepare_split,
+    unused_columns,
+)
 from phisum.profile import SYNTHETIC_SIZES
 from phisum.stress import make_stress_cases
 from phisum.synthetic import make_example, write_dataset
@@ -338,8 +345,6 @@ def test_a_lone_surrogate_escape_in_jsonl_is_named(tmp_path):
 
 
 def test_prepare_says_once_which_columns_it_ignores(tmp_path):
-    from stages.prepare import describe_unused_columns
-
     write_splits(tmp_path, reordered_csv())
     (tmp_path / "validation.csv").write_text(reordered_csv())
     (tmp_path / "test.jsonl").write_text(jsonl_numeric_ids())

@@ -1,7 +1,7 @@
 """Property-based fuzzing of everything a user hands the pipeline: split files, extra dialogues, params.yaml.
 
-The one contract: accepted (every kept or dropped row accounted for), or a DataError / ParamsError /
-ClickException whose message is one line. Anything else (a KeyError, a UnicodeError, ...) is a bug.
+The one contract: accepted (every kept or dropped row accounted for), or a UserError (DataError, ParamsError)
+whose message is one line. Anything else (a KeyError, a UnicodeError, ...) is a bug.
 PHISUM_FUZZ_EXAMPLES=2000 runs more examples than CI does.
 """
 
@@ -15,15 +15,13 @@ import os
 import tempfile
 from pathlib import Path
 
-import click
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from phisum.data import KNOWN_COLUMNS, DataError, load_splits
+from phisum.data import KNOWN_COLUMNS, DataError, load_splits, prepare_splits, read_extra_dialogues
 from phisum.params import ParamsError, load_params, parse_params, read_yaml
-from stages.prepare import prepare
-from tests.conftest import ROOT, stage_args
+from tests.conftest import ROOT, invoke_stage
 
 EXAMPLES = int(os.environ.get("PHISUM_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
@@ -116,7 +114,7 @@ def check_accepted_or_one_line(data_dir: Path, tokenizer, on_bad_rows: str) -> d
     data = {"source": str(data_dir), "revision": None, "on_bad_rows": on_bad_rows}
     params = parse_params({**COMMITTED, "data": data})
     try:
-        prepared, stats = prepare(params, load_splits(str(data_dir), None), tokenizer)
+        prepared, stats = prepare_splits(params, load_splits(str(data_dir), None), tokenizer)
     except DataError as error:
         assert "\n" not in str(error) and str(error)
         return None
@@ -155,23 +153,21 @@ def test_random_bytes_as_a_split_file_are_accepted_or_one_error_line(tokenizer, 
 
 
 def one_line(error: Exception) -> None:
-    message = error.message if isinstance(error, click.ClickException) else str(error)
+    message = str(error)
     assert message and "\n" not in message, message
 
 
 @FUZZ
 @given(content=st.one_of(jsonl_files(), st.binary(max_size=200)))
 def test_fuzzed_extra_dialogues_are_read_or_one_error_line(content):
-    from stages.generate import read_extra_dialogues
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mine.jsonl"
         path.write_bytes(content)
         try:
             rows = read_extra_dialogues(str(path))
-        except click.ClickException as error:
+        except DataError as error:
             one_line(error)
-            assert error.message.startswith(f"generate.extra_dialogues: {path}")
+            assert str(error).startswith(f"generate.extra_dialogues: {path}")
             return
     assert all(isinstance(r["id"], str) and isinstance(r["dialogue"], str) and r["dialogue"].strip() for r in rows)
 
@@ -263,11 +259,7 @@ def stage_dir(tiny_model_dir: Path, path: tuple = (), value: object = None):
 
 
 def invoke_prepare_cli() -> None:
-    from click.testing import CliRunner
-
-    from stages.prepare import main
-
-    result = CliRunner().invoke(main, stage_args("prepare"))
+    result = invoke_stage("prepare")
     if result.exit_code == 0:
         stats = json.loads(Path("metrics/data.json").read_text())
         for split in ("train", "validation", "test"):

@@ -1,12 +1,11 @@
 """Generation on the tiny model in 4-bit, as the generate stage runs it."""
 
-import importlib.util
 import json
 
-import click
 import pytest
 import torch
 
+from phisum.data import DataError, read_extra_dialogues
 from phisum.generation import (
     NonFiniteScoresError,
     cut_at_stop_string,
@@ -15,14 +14,6 @@ from phisum.generation import (
 )
 from phisum.modeling import check_max_length, describe_runtime
 from phisum.params import ModelParams, ParamsError
-from tests.conftest import ROOT
-
-
-def load_stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cut_at_stop_string_keeps_the_text_before_the_first_one():
@@ -46,17 +37,16 @@ def test_max_length_above_the_models_positions_is_a_params_error(tiny_model_dir)
 
 
 def test_your_own_dialogues_file_is_read_and_checked(tmp_path):
-    generate = load_stage("generate")
     path = tmp_path / "mine.jsonl"
     path.write_text(json.dumps({"dialogue": "#Person1#: Hi."}) + "\n" + json.dumps({"id": "x", "dialogue": "B"}) + "\n")
-    assert generate.read_extra_dialogues(str(path)) == [
+    assert read_extra_dialogues(str(path)) == [
         {"id": "extra_0", "dialogue": "#Person1#: Hi."},
         {"id": "x", "dialogue": "B"},
     ]
-    assert generate.read_extra_dialogues("") == []
+    assert read_extra_dialogues("") == []
     path.write_text(json.dumps({"id": "y", "dialogue": " "}) + "\n")
-    with pytest.raises(click.ClickException, match="line 1: no `dialogue` text"):
-        generate.read_extra_dialogues(str(path))
+    with pytest.raises(DataError, match="line 1: no `dialogue` text"):
+        read_extra_dialogues(str(path))
 
 
 class ScriptedPhi:

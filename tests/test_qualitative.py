@@ -2,8 +2,8 @@
 
 from phisum.params import Params, QualitativeParams, parse_params, read_yaml
 from phisum.profile import apply_overrides
+from phisum.qualitative import cell, pick_dialogues, quote, render_report
 from tests.conftest import ROOT
-from tests.test_generation import load_stage
 
 
 def params_with(qualitative: dict, seed: int = 42) -> Params:
@@ -24,7 +24,6 @@ def scored_row(
 
 
 def test_report_lists_every_empty_prediction_per_model():
-    qualitative = load_stage("qualitative")
     params = params_with({"ids": ["t_1"], "top_k": 1, "random_examples": 0})
     test_rows = [{"id": f"t_{i}", "dialogue": f"#Person1#: Hi {i}."} for i in range(3)]
     scored = {
@@ -45,17 +44,16 @@ def test_report_lists_every_empty_prediction_per_model():
         "base": [{"id": "mine", "dialogue": "A: hi", "prediction": ""}],
         "peft": [{"id": "mine", "dialogue": "A: hi", "prediction": "A says hi."}],
     }
-    report = qualitative.render_report(test_rows, scored, extra, params)
+    report = render_report(test_rows, scored, extra, params)
     section = report[report.index("## Empty predictions") : report.index("## Stress test")]
     assert section == "## Empty predictions\n\n- base: 3: t_0 (test), t_2 (test), mine (extra)\n- PEFT: 0\n\n"
 
 
 def test_a_whitespace_only_prediction_reads_empty_in_a_table_cell_and_a_quote():
-    qualitative = load_stage("qualitative")
-    assert qualitative.cell(" \n") == qualitative.cell("") == "(empty)"
-    assert qualitative.quote(" \n") == qualitative.quote("") == "> (empty)"
-    assert qualitative.cell("Tom | Ann\nmeet.") == "Tom \\| Ann meet."
-    assert qualitative.quote("Tom.\n\nAnn.") == "> Tom.\n>\n> Ann."
+    assert cell(" \n") == cell("") == "(empty)"
+    assert quote(" \n") == quote("") == "> (empty)"
+    assert cell("Tom | Ann\nmeet.") == "Tom \\| Ann meet."
+    assert quote("Tom.\n\nAnn.") == "> Tom.\n>\n> Ann."
 
 
 # Six dialogues, base ROUGE-1 0.5 everywhere: PEFT gains most on t_1 (+0.4) and loses most on t_2 (-0.4).
@@ -66,7 +64,7 @@ def picked_ids(seed: int) -> list[tuple[str, str]]:
     base = [scored_row(f"t_{i}", "x", 0.5) for i in range(6)]
     peft = [scored_row(f"t_{i}", "x", rouge1) for i, rouge1 in enumerate(PEFT_ROUGE1)]
     qualitative = QualitativeParams(ids=["t_0"], top_k=1, random_examples=3)
-    picks = load_stage("qualitative").pick_dialogues(base, peft, qualitative, seed)
+    picks = pick_dialogues(base, peft, qualitative, seed)
     return [(heading, base[i]["id"]) for heading, i in picks]
 
 
@@ -123,7 +121,7 @@ def test_report_shows_each_pick_side_by_side_your_dialogues_empties_and_stress_f
         "base": [{"id": "mine", "dialogue": "A: hi\nB: hello", "prediction": ""}],
         "peft": [{"id": "mine", "dialogue": "A: hi\nB: hello", "prediction": "They greet."}],
     }
-    report = load_stage("qualitative").render_report(test_rows, scored, extra, params)
+    report = render_report(test_rows, scored, extra, params)
     assert report == EXPECTED_REPORT
 
 

@@ -227,7 +227,7 @@ def test_a_revision_the_hub_does_not_have_is_named(tiny_stage_dir, tiny_model_di
     set_params(tiny_stage_dir, {"model": {"name": str(tiny_model_dir)}})
     set_params(tiny_stage_dir, {"data": {"source": "neil-code/dialogsum-test", "revision": "v9"}})
     assert one_error_line(invoke_stage("prepare")) == (
-        "Error: data.revision: 'v9' is no commit, branch or tag of neil-code/dialogsum-test; use a commit hash "
+        "Error: data.revision: 'v9' is no commit, branch or tag of neil-code/dialogsum-test; use a full commit hash "
         "from the hub, or null for the latest"
     )
     assert asked == ["v9"]  # the stand-in was reached: the message came from datasets' wrapping of it
@@ -342,7 +342,7 @@ def test_curves_stay_whole_when_training_dies_in_the_middle_of_an_append(tmp_pat
 
 
 def test_a_checkpoint_cut_short_is_never_resumed_from(tmp_path):
-    from stages.train import last_complete_checkpoint
+    from phisum.checkpoints import last_complete_checkpoint
 
     for step in (10, 20, 30, 40):
         (tmp_path / f"checkpoint-{step}").mkdir()
@@ -609,8 +609,8 @@ NON_FINITE_ADVICE = [
 def test_non_finite_loss_and_scores_advise_a_dtype_the_device_runs(monkeypatch, device, capability, dtype, advice):
     import torch
 
-    from stages.generate import non_finite_scores_message
-    from stages.train import non_finite_loss_message
+    from phisum.generation import non_finite_scores_message
+    from phisum.training import non_finite_loss_message
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: capability)
     cause = "fp16 overflow" if dtype == "float16" else "low bfloat16 precision"
@@ -628,8 +628,8 @@ def test_non_finite_loss_and_scores_advise_a_dtype_the_device_runs(monkeypatch, 
 def test_non_finite_loss_and_scores_at_float32_advise_no_dtype():
     import torch
 
-    from stages.generate import non_finite_scores_message
-    from stages.train import non_finite_loss_message
+    from phisum.generation import non_finite_scores_message
+    from phisum.training import non_finite_loss_message
 
     assert non_finite_loss_message(float("inf"), 3, "cuda", torch.float32) == (
         "non-finite training loss (inf) at step 3 at compute dtype float32; likely a learning rate too high: "
@@ -653,7 +653,7 @@ def start_relaunching_stage(tmp_path, tiny_model_dir, monkeypatch, num_processes
     """The train stage on two faked GPUs, relaunching itself (one GPU, or torchrun), its training processes waiting
     for a signal (tests/process_hooks); a complete checkpoint of its run kept from before. Returns the process,
     the pids of the training processes, the stderr file and the `Error:` line the stage owes on interrupt."""
-    from stages.train import run_fingerprint
+    from phisum.checkpoints import run_fingerprint
     from tests.test_train import write_prepared
     from tests.test_training import cpu_profile_text
 

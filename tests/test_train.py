@@ -15,10 +15,13 @@ import trl.kernels.chunked_logprob
 from click.testing import CliRunner
 from transformers import AutoTokenizer, PhiForCausalLM
 
+from phisum.checkpoints import run_fingerprint
 from phisum.export import load_unquantized_with_adapter, merge_adapter
 from phisum.params import load_params
 from phisum.profile import apply_overrides
 from phisum.training import plan_processes, select_loss_kernels
+from stages import generate as generate_stage
+from stages import train as train_stage
 from tests.conftest import (
     ROOT,
     VENV_BIN,
@@ -29,7 +32,6 @@ from tests.conftest import (
     set_params,
     stage_args,
 )
-from tests.test_generation import load_stage
 from tests.test_training import cpu_profile_params, cpu_profile_text
 
 PYTHON = str(VENV_BIN / "python")
@@ -178,10 +180,9 @@ def two_gpus(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    train = load_stage("train")
     calls = []
-    monkeypatch.setattr(train, "run_child", lambda args, env=None: calls.append((args, env)) or 0)
-    return train, calls
+    monkeypatch.setattr(train_stage, "run_child", lambda args, env=None: calls.append((args, env)) or 0)
+    return train_stage, calls
 
 
 def test_train_stage_with_two_gpus_and_one_process_reruns_itself_on_the_first(two_gpus):
@@ -212,7 +213,7 @@ def test_more_processes_than_visible_gpus_is_a_params_error(two_gpus, tmp_path):
 def test_cuda_device_without_a_usable_gpu_stops_before_any_work(stage, run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    result = CliRunner().invoke(load_stage(stage).main, stage_args(run))
+    result = CliRunner().invoke({"train": train_stage, "generate": generate_stage}[stage].main, stage_args(run))
     assert result.exit_code == 1
     assert result.output.startswith("Error: model.device: cuda, but CUDA is not usable here (torch ")
     assert result.output.endswith("set model.device: cpu to run on the CPU anyway\n")
@@ -253,7 +254,7 @@ def write_prepared(data_dir: Path, completion: str = "They greet.") -> list[Path
     ids=lambda change: next(iter(change)),
 )
 def test_another_training_config_gets_another_run_fingerprint(tmp_path, change):
-    fingerprint = load_stage("train").run_fingerprint
+    fingerprint = run_fingerprint
     data_paths = write_prepared(tmp_path)
     same = fingerprint(cpu_profile_params(tmp_path), data_paths)
     assert fingerprint(cpu_profile_params(tmp_path), data_paths) == same  # equal params read twice
@@ -261,7 +262,7 @@ def test_another_training_config_gets_another_run_fingerprint(tmp_path, change):
 
 
 def test_other_data_gets_another_run_fingerprint_and_later_stages_params_do_not(tmp_path):
-    fingerprint = load_stage("train").run_fingerprint
+    fingerprint = run_fingerprint
     params = cpu_profile_params(tmp_path)
     same = fingerprint(params, write_prepared(tmp_path / "a"))
     assert fingerprint(params, write_prepared(tmp_path / "b")) == same  # the bytes count, not where they are
@@ -275,13 +276,12 @@ def test_a_config_error_in_training_is_one_line_and_stale_checkpoints_are_gone(t
     monkeypatch.chdir(tmp_path)
     bad_targets = {"lora": {"target_modules": ["Wqkv", "q_proj"]}}
     Path("params.yaml").write_text(cpu_profile_text(tiny_model_dir, bad_targets))
-    train = load_stage("train")
-    own = train.run_fingerprint(load_params(), write_prepared(Path("data/prepared")))
+    own = run_fingerprint(load_params(), write_prepared(Path("data/prepared")))
     for run_id in (own, "0123456789ab"):  # this configuration's run, and another's
         (Path("models/checkpoints") / run_id / "checkpoint-40").mkdir(parents=True)
         (Path("models/checkpoints") / run_id / "checkpoint-40" / "trainer_state.json").write_text("{}")
     Path("models/.adapter.tmp").mkdir()  # left by a crashed run
-    result = CliRunner().invoke(train.main, stage_args("train"))
+    result = CliRunner().invoke(train_stage.main, stage_args("train"))
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == (
         "Error: lora.target_modules: Wqkv not found in phi; its linear layers are: "
@@ -299,14 +299,13 @@ def test_checkpoints_on_shared_storage_free_only_other_runs_of_this_stage(tiny_m
     storage = tmp_path / "drive"
     monkeypatch.setenv("PHISUM_CHECKPOINT_DIR", str(storage))
     Path("params.yaml").write_text(cpu_profile_text(tiny_model_dir, {"lora": {"target_modules": ["Wqkv"]}}))
-    train = load_stage("train")
-    own = train.run_fingerprint(load_params(), write_prepared(Path("data/prepared")))
+    own = run_fingerprint(load_params(), write_prepared(Path("data/prepared")))
     for run_id in (own, "0123456789ab"):  # this configuration's run, and another's
         (storage / run_id / "checkpoint-40").mkdir(parents=True)
     (storage / "fedcba987654" / "my-notes").mkdir(parents=True)  # named like a run, but not one
     (storage / "results").mkdir()
     (storage / "notes.txt").write_text("mine")
-    result = CliRunner().invoke(train.main, stage_args("train"))
+    result = CliRunner().invoke(train_stage.main, stage_args("train"))
     assert result.exit_code == 1 and result.output.splitlines()[-1].startswith("Error: lora.target_modules: Wqkv")
     assert f"  checkpoints in {storage / own} (PHISUM_CHECKPOINT_DIR)\n" in result.output
     assert sorted(path.name for path in storage.iterdir()) == sorted([own, "fedcba987654", "notes.txt", "results"])
@@ -318,9 +317,15 @@ def test_a_checkpoint_variable_naming_a_file_is_one_error_line(tiny_model_dir, t
     Path("params.yaml").write_text(cpu_profile_text(tiny_model_dir))
     (tmp_path / "drive").write_text("")
     monkeypatch.setenv("PHISUM_CHECKPOINT_DIR", str(tmp_path / "drive"))
-    result = CliRunner().invoke(load_stage("train").main, stage_args("train"))
+    result = CliRunner().invoke(train_stage.main, stage_args("train"))
     assert (result.exit_code, result.output) == (
         1,
         f"Error: PHISUM_CHECKPOINT_DIR: {tmp_path / 'drive'} is a file; name a directory (created if missing)\n",
     )
     assert sorted(path.name for path in tmp_path.iterdir()) == ["drive", "params.yaml"]
+
+
+def test_the_run_fingerprint_covers_exactly_the_params_groups_the_train_stage_declares():
+    from phisum.checkpoints import TRAINING_PARAMS
+
+    assert TRAINING_PARAMS == train_stage.PARAMS == ("seed", "model", "prompt", "quantization", "lora", "train")

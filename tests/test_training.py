@@ -1,4 +1,4 @@
-"""The trainer as stages/train.py builds it, on the tiny model in 4-bit: what it trains, and in which dtype."""
+"""The train stage's trainer (phisum.training) on the tiny model in 4-bit: what it trains, and in which dtype."""
 
 from pathlib import Path
 
@@ -8,8 +8,7 @@ import torch
 from phisum.modeling import TargetModuleError
 from phisum.params import Params, parse_params, read_yaml
 from phisum.profile import PROFILE_PATH, apply_overrides
-from phisum.training import load_trainable_model
-from stages import train as train_stage
+from phisum.training import build_run_trainer, load_trainable_model
 from tests.conftest import ROOT
 
 
@@ -26,8 +25,8 @@ def cpu_profile_params(model_dir: Path, overrides: dict | None = None) -> Params
 
 
 def build_stage_trainer(params: Params, rows: list[dict], work_dir: Path):
-    """The train stage's own trainer (stages/train.py), built on rows, before it trains."""
-    return train_stage.build_stage_trainer(params, rows, rows, work_dir / "run", work_dir / "curves")[0]
+    """The train stage's own trainer (phisum.training.build_run_trainer), built on rows, before it trains."""
+    return build_run_trainer(params, rows, rows, work_dir / "run", work_dir / "curves")[0]
 
 
 ROWS = [{"prompt": "Instruct: Summarize the below conversation.\n\n#Person1#: Hi.\nOutput:\n", "completion": "Hi."}]
