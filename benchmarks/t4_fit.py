@@ -21,8 +21,8 @@ from pathlib import Path
 
 import click
 
+from phisum.cli import UserErrorCommand
 from phisum.fullsize import CUDA_CONTEXT_MIB, FAMILIES, T4_TOTAL_MIB, family_config, load_recipe, meta_model
-from phisum.params import ParamsError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as `python benchmarks/t4_fit.py`: memory.py beside it
 from memory import training_bytes, unquantized_params  # noqa: E402
@@ -108,14 +108,11 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_path", default="", help="Also write the rows as JSON here.")
 def main(params_path: Path, out_path: str) -> None:
-    try:
-        params = load_recipe(params_path)
-    except ParamsError as error:
-        raise click.ClickException(str(error)) from None
+    params = load_recipe(params_path)
     rows = rows_for(params)
     click.echo(
         f"T4: {T4_TOTAL_MIB:,} MiB (torch's total), CUDA context {CUDA_CONTEXT_MIB} MiB; batch 1, "

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import click
 
+from phisum.cli import UserErrorCommand
+from phisum.errors import UserError
+
 # A local run's results (the pipeline's outputs that are not gitignored): the demo makes its own.
 LOCAL_RESULTS = ("dvc.lock", "metrics/", "reports/", "data/predictions/")
 MARKER = Path(".git/phisum-demo")  # inside .git: no file of the workspace's tree
@@ -25,7 +28,7 @@ MARKER = Path(".git/phisum-demo")  # inside .git: no file of the workspace's tre
 def git(args: list[str], cwd: Path) -> str:
     done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise click.ClickException(f"git {' '.join(args)} in {cwd}: {done.stderr.strip()}")
+        raise UserError(f"git {' '.join(args)} in {cwd}: {done.stderr.strip()}")
     return done.stdout
 
 
@@ -44,7 +47,7 @@ def clear_workspace(dest: Path) -> None:
     if not dest.exists():
         return
     if not dest.is_dir() or (any(dest.iterdir()) and not (dest / MARKER).is_file()):
-        raise click.ClickException(
+        raise UserError(
             f"{dest}: exists and is no demo workspace (no {MARKER}); remove it or name another (make demo DEMO=<dir>)"
         )
     shutil.rmtree(dest)
@@ -68,7 +71,7 @@ def build_workspace(root: Path, dest: Path) -> Path:
     return dest
 
 
-@click.command()
+@click.command(cls=UserErrorCommand)
 @click.argument("dest", type=click.Path(path_type=Path))
 def main(dest: Path) -> None:
     build_workspace(Path.cwd(), dest)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import click
 
+from phisum.cli import UserErrorCommand
+
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
@@ -64,7 +66,7 @@ def exp_run_command(name: str, extra: tuple[str, ...] = ()) -> list[str]:
     return ["dvc", "exp", "run", "-n", name, *(arg for value in overrides(name) for arg in ("-S", value)), *extra]
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+@click.command(cls=UserErrorCommand, context_settings={"ignore_unknown_options": True})
 @click.argument("name", required=False, type=click.Choice(list(FAMILIES)))
 @click.option("--print", "print_only", is_flag=True, help="Print the dvc exp run command instead of running it.")
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)

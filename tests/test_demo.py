@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-import click
 import pytest
 
 from phisum.demo import build_workspace
+from phisum.errors import UserError
 from tests.conftest import ROOT, run
 
 
@@ -69,10 +69,10 @@ def test_a_rebuild_replaces_an_earlier_workspace_and_nothing_else(checkout, tmp_
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    with pytest.raises(click.ClickException, match=r"mine: exists and is no demo workspace \(no \.git/phisum-demo\)"):
+    with pytest.raises(UserError, match=r"mine: exists and is no demo workspace \(no \.git/phisum-demo\)"):
         build_workspace(checkout, other)
     assert (other / "notes.txt").read_text() == "keep me"
-    with pytest.raises(click.ClickException, match="exists and is no demo workspace"):
+    with pytest.raises(UserError, match="exists and is no demo workspace"):
         build_workspace(checkout, checkout)  # never the checkout itself
     assert files_of(checkout) >= {"params.yaml", "dvc.lock", "ignored/big.bin"}
 

@@ -40,18 +40,24 @@ TOOLS = sorted(path.stem for path in (ROOT / "phisum").glob("*.py") if runs_as_m
 BENCHMARKS = sorted(
     path.stem for path in (ROOT / "benchmarks").glob("*.py") if runs_as_main(path) and imports_phisum(path)
 )
-TOOL_ARGS = {"review": ["--base", "HEAD"], "ceiling": ["data/dialogsum"], "export": ["--adapter-dir", "."]}
+TOOL_ARGS = {
+    "review": ["--base", "HEAD"],
+    "ceiling": ["data/dialogsum"],
+    "export": ["--adapter-dir", "."],
+    "demo": ["workspace"],
+}
+WORKSPACE_ARGS = {"generation": ["."], "memory": ["."], "training": ["."]}  # their default is the demo workspace
 ENTRY_POINTS = [
     *[(f"stages.{name}", stage_args(f"{name}@base" if name == "generate" else name)) for name in STAGES],
     *[(f"phisum.{name}", TOOL_ARGS.get(name, [])) for name in TOOLS],
-    *[(f"benchmarks.{name}", []) for name in BENCHMARKS],
+    *[(f"benchmarks.{name}", WORKSPACE_ARGS.get(name, [])) for name in BENCHMARKS],
 ]
 
 
 def test_the_entry_points_are_found():
     assert STAGES == ["prepare", "train", "generate", "evaluate", "qualitative"]
-    assert TOOLS == ["ceiling", "export", "profile", "resources", "review"]
-    assert BENCHMARKS == ["cpu_phi2", "generation", "gpu_phi2", "memory", "training"]
+    assert TOOLS == ["ceiling", "demo", "export", "families", "profile", "resources", "review"]
+    assert BENCHMARKS == ["cpu_phi2", "generation", "gpu_phi2", "memory", "t4_fit", "training"]
 
 
 @pytest.mark.parametrize(("module", "args"), ENTRY_POINTS, ids=[module for module, _ in ENTRY_POINTS])
@@ -122,6 +128,7 @@ def as_data(model_message: str) -> str:
         .replace(WHERE_MODELS_LIVE, WHERE_DATA_LIVES)
         .replace("no hub model", "no hub dataset")
         .replace("config.json; not a transformers model", "files that datasets can load")
+        .replace("https://huggingface.co/org/", "https://huggingface.co/datasets/org/")  # a dataset's hub page
     )
 
 
