@@ -25,10 +25,10 @@ import click
 from rouge_score import rouge_scorer
 
 from phisum.files import write_text
-from phisum.labels import label, score_at
 from phisum.metrics import CORPUS_METRICS
 from phisum.significance import COMPARISONS, PairingError, check_paired, holm, paired_bootstrap
 from phisum.stress import PAIRED_SCORES
+from phisum.vocabulary import HEADLINE, VARIANTS, cell, label, score_at
 
 SCORED_TEST = "data/scored/{model}/test.jsonl"
 SCORED_STRESS = "data/scored/{model}/stress.jsonl"
@@ -39,24 +39,6 @@ NO_DIRECTION = {
     "word_length_ratio",
     "prediction_words",
 }  # neither more nor less is better: higher/lower
-# Key paths in metrics/<model>.json of the headline table (labels: phisum/labels.py); keys a revision lacks
-# show as "n/a".
-HEADLINE = (
-    "pooled_reference.rouge1",
-    "pooled_reference.rouge2",
-    "pooled_reference.rougeL",
-    "best_reference.rouge1",
-    "best_reference.rougeLsum",
-    "all_references.bleu",
-    "best_reference.meteor",
-    "best_reference.bertscore.f1",
-    "all_references.length_ratio",
-    "empty_predictions",
-    "cut_off_predictions",
-    "stress.final_time_accuracy",
-    "stress.red_herring_rate",
-    "stress.action_item_recall",
-)
 # Per-dialogue scores on disk (data/scored) and their metrics-file keys (protocol.name, as the labels and
 # evaluate.primary_metric name them); corpus BLEU and length_ratio have none, so they are in the table only.
 SCORE_KEYS = {
@@ -168,7 +150,7 @@ def headline_table(runs: dict[str, dict], labels: dict[str, str]) -> list[str]:
     ]
     rows = []
     for key in HEADLINE:
-        values = [score_at(runs[rev][model], key) for model in ("base", "peft") for rev in (base_rev, this_rev)]
+        values = [score_at(runs[rev][model], key) for model in VARIANTS for rev in (base_rev, this_rev)]
         if any(v is not None for v in values):
             rows.append(f"| {label(key)} | " + " | ".join(map(fmt, values)) + " |")
     for key in TRAIN_HEADLINE:
@@ -263,10 +245,6 @@ def param_changes(base: str) -> list[str]:
     ]
 
 
-def one_line(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
 def build_review(base: str, top: int, resamples: int, seed: int, primary: str) -> str:
     """The review markdown; raises ReviewError when the workspace is stale or a revision cannot be read.
 
@@ -319,10 +297,10 @@ def build_review(base: str, top: int, resamples: int, seed: int, primary: str) -
             "",
             f"| | `{base}` | this revision |",
             "|---|---|---|",
-            f"| summary | {one_line(old['prediction'])} | {one_line(new['prediction'])} |",
+            f"| summary | {cell(old['prediction'])} | {cell(new['prediction'])} |",
             f"| ROUGE-1 | {fmt(old['scores'].get('rouge1'))} | {fmt(new['scores'].get('rouge1'))} |",
             "",
-            "Reference: " + one_line((new.get("references") or [""])[0]),
+            "Reference: " + cell((new.get("references") or [""])[0]),
             "",
         ]
     return "\n".join(lines)

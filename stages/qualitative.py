@@ -16,13 +16,9 @@ import click
 
 from phisum.files import INPUT_DIR, INPUT_FILE, OUTPUT_FILE, read_jsonl, write_text
 from phisum.params import ParamsError, QualitativeParams, load_params
+from phisum.vocabulary import SCORED_SETS, VARIANT_NAMES, VARIANTS, cell
 
 PARAMS = ("seed", "qualitative")
-
-
-def cell(text: str) -> str:
-    """Text safe inside a markdown table cell; "(empty)" for nothing but whitespace, as the metrics count it."""
-    return text.replace("|", "\\|").replace("\n", " ") if text.strip() else "(empty)"
 
 
 def quote(text: str) -> str:
@@ -56,7 +52,7 @@ def render_dialogue(heading: str, dialogue: str, base: dict, peft: dict) -> list
     lines = [f"### {base['id']} ({heading})", "", quote(dialogue), ""]
     lines += ["Reference(s):", ""] + [f"- {ref}" for ref in base["references"]] + [""]
     lines += ["| model | summary | ROUGE-1 | ROUGE-L |", "|---|---|---|---|"]
-    for name, row in (("base", base), ("PEFT", peft)):
+    for name, row in zip(VARIANT_NAMES.values(), (base, peft), strict=True):
         lines.append(
             f"| {name} | {cell(row['prediction'])} | {row['scores']['rouge1']:.3f} | {row['scores']['rougeL']:.3f} |"
         )
@@ -80,7 +76,7 @@ def render_empty(predictions: dict[str, dict[str, list[dict]]]) -> list[str]:
 def render_stress(base: list[dict], peft: list[dict]) -> list[str]:
     """Failures per model: wrong or missing final time, red herring, missed action items."""
     lines = ["## Stress test: meetings moved 1-4 times", ""]
-    for name, rows in (("base", base), ("PEFT", peft)):
+    for name, rows in zip(VARIANT_NAMES.values(), (base, peft), strict=True):
         failures = [r for r in rows if not r["final_time_correct"] or r["red_herring"] or r["missed_action_items"]]
         lines += [f"### {name}: {len(failures)} of {len(rows)} cases with a failure", ""]
         if failures:
@@ -112,7 +108,7 @@ def render_report(
         for b, p in zip(extra["base"], extra["peft"], strict=True):
             lines += [f"### {b['id']}", "", quote(b["dialogue"]), "", "| model | summary |", "|---|---|"]
             lines += [f"| base | {cell(b['prediction'])} |", f"| PEFT | {cell(p['prediction'])} |", ""]
-    lines += render_empty({name: {**scored[v], "extra": extra[v]} for name, v in (("base", "base"), ("PEFT", "peft"))})
+    lines += render_empty({VARIANT_NAMES[v]: {**scored[v], "extra": extra[v]} for v in VARIANTS})
     lines += render_stress(scored["base"]["stress"], scored["peft"]["stress"])
     return "\n".join(lines)
 
@@ -127,9 +123,8 @@ def main(test_path: Path, scored_dir: Path, predictions_dir: Path, report_path: 
         params = load_params()
     except ParamsError as error:
         raise click.ClickException(str(error)) from None
-    variants = ("base", "peft")
-    scored = {v: {s: read_jsonl(scored_dir / v / f"{s}.jsonl") for s in ("test", "stress")} for v in variants}
-    extra = {v: read_jsonl(predictions_dir / v / "extra.jsonl") for v in variants}
+    scored = {v: {s: read_jsonl(scored_dir / v / f"{s}.jsonl") for s in SCORED_SETS} for v in VARIANTS}
+    extra = {v: read_jsonl(predictions_dir / v / "extra.jsonl") for v in VARIANTS}
     report = render_report(read_jsonl(test_path), scored, extra, params)
     write_text(report_path, report)
     click.echo(f"qualitative: wrote {report_path}")
