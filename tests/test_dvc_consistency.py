@@ -171,6 +171,22 @@ def test_the_variants_are_dvc_yaml_s_generate_items_and_evaluate_reads_each():
     assert predictions == {f"data/predictions/{variant}" for variant in VARIANTS}
 
 
+def test_the_review_reads_the_paths_the_stage_cmds_of_dvc_yaml_give():
+    """phisum.review reads each revision's outputs where that revision's stages wrote them: the options of
+    its dvc.yaml's evaluate and train cmds, parsed here by the stages' own click commands."""
+    from phisum.review import stage_paths
+
+    given = {
+        name: importlib.import_module(f"stages.{name}").main.make_context(name, shlex.split(STAGES[name]["cmd"])[3:])
+        for name in ("evaluate", "train")
+    }
+    assert stage_paths((ROOT / "dvc.yaml").read_text(), "the workspace") == {
+        "metrics_dir": str(given["evaluate"].params["metrics_dir"]),
+        "scored_dir": str(given["evaluate"].params["scored_dir"]),
+        "train_metrics": str(given["train"].params["metrics_path"]),
+    }
+
+
 def test_files_dvc_writes_for_a_user_are_not_committed_by_git_add_all():
     ignored = subprocess.run(
         ["git", "check-ignore", "--no-index", "dvc_plots/index.html"], cwd=ROOT, capture_output=True, text=True
