@@ -175,6 +175,7 @@ class Run:
 
 
 def model_of(params_text: str) -> str:
+    """A params.yaml text's model.name, with @model.revision when one is pinned: it tells base models apart."""
     model = (yaml.safe_load(params_text) or {}).get("model") or {}
     name, revision = model.get("name"), model.get("revision")
     return f"{name}@{revision}" if revision else str(name)
