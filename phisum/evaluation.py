@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from phisum.labels import label
 from phisum.metrics import (
     ALL_REFERENCES_DEFINITION,
     HUMAN_DEFINITION,
@@ -19,8 +18,7 @@ from phisum.metrics import (
 from phisum.params import Params
 from phisum.significance import COMPARISONS, check_paired, compare_systems, paired_bootstrap
 from phisum.stress import PAIRED_SCORES, aggregate_scores, score_summary
-
-VARIANTS = ("base", "peft")
+from phisum.vocabulary import SUMMARY, VARIANTS, label, score_at
 
 
 def score_test(params: Params, groups: list[dict]) -> Scored:
@@ -105,33 +103,19 @@ def compare(params: Params, per_dialogue: dict[str, Scored], scored: dict[str, d
 def summary_table(metrics: dict[str, dict], comparison: dict) -> str:
     """Markdown: base, PEFT and the human ceiling side by side, then the stress test with its interval."""
 
-    def cell(block: dict, key: str) -> str:
-        value = block.get(key, "-")
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
+    def number(block: dict, key: str) -> str:
+        value = score_at(block, key)
+        return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    columns = [
-        (label(f"{protocol}.{key}"), protocol, key)
-        for protocol, key in (
-            ("pooled_reference", "rouge1"),
-            ("pooled_reference", "rougeL"),
-            ("best_reference", "rouge1"),
-            ("all_references", "bleu"),
-            ("per_row", "length_ratio"),
-        )
-    ]
-    tail = ("empty_predictions", "cut_off_predictions", "stress.final_time_accuracy")
     lines = [
-        "| | " + " | ".join([name for name, _, _ in columns] + [label(key) for key in tail]) + " |",
-        "|---" * (len(columns) + 4) + "|",
+        "| | " + " | ".join(label(key) for key in SUMMARY) + " |",
+        "|---" * (len(SUMMARY) + 1) + "|",
     ]
     # All references, then the models on equal terms with the human ceiling (the same n-1 reference subsets).
     rows = [(name, metrics[name]) for name in VARIANTS]
     rows += [(f"{name} leave-one-out", metrics[name].get("leave_one_out", {})) for name in VARIANTS]
     for name, block in [*rows, ("human", metrics["human"])]:
-        stress = block.get("stress", {}).get("final_time_accuracy", "-")
-        row = [cell(block.get(protocol, {}), key) for _, protocol, key in columns]
-        row += [cell(block, "empty_predictions"), cell(block, "cut_off_predictions"), str(stress)]
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
+        lines.append(f"| {name} | " + " | ".join(number(block, key) for key in SUMMARY) + " |")
     lines.append(
         "\nbase, peft: against all of each dialogue's references. leave-one-out and human: against the "
         "dialogue's other references, each left out in turn (equal terms: compare these rows)."

@@ -10,31 +10,18 @@ import csv
 import io
 from pathlib import Path
 
-from phisum.labels import label, score_at
 from phisum.metrics import count_words
+from phisum.vocabulary import PLOTTED, VARIANTS, label, score_at
 
-MODELS = ("base", "peft")
-
-
-# Key paths in metrics/<model>.json of the headline scores, bars labelled as everywhere (phisum/labels.py);
-# all on a 0-1 scale except length_ratio (~1 is right), and sacreBLEU, drawn divided by 100.
-HEADLINE = (
-    "pooled_reference.rouge1",
-    "pooled_reference.rouge2",
-    "pooled_reference.rougeL",
-    "best_reference.rouge1",
-    "best_reference.meteor",
-    "all_references.bleu",
-    "all_references.length_ratio",
-    "best_reference.bertscore.f1",
-)
+# The headline scores (phisum/vocabulary.py PLOTTED), bars labelled as everywhere: all on a 0-1 scale except
+# length_ratio (~1 is right), and sacreBLEU, drawn divided by 100.
 SCALED = {"all_references.bleu": 100}
 
 
 def score_rows(metrics: dict) -> list[tuple[str, float]]:
     """(metric label, value) of one model's headline scores (metrics switched off are left out) and stress rates."""
     rows = []
-    for key in HEADLINE:
+    for key in PLOTTED:
         value = score_at(metrics, key)
         if value is not None:
             scale = SCALED.get(key)
@@ -64,7 +51,7 @@ def csv_text(header: tuple[str, ...], rows: list[tuple]) -> str:
 def plot_texts(plots_dir: Path, metrics: dict[str, dict], scored: dict[str, dict]) -> dict[Path, str]:
     """{path: CSV text} of metrics/plots/scores/<model>.csv and metrics/plots/lengths/<model>.csv, both models."""
     texts = {}
-    for model in MODELS:
+    for model in VARIANTS:
         texts[plots_dir / "scores" / f"{model}.csv"] = csv_text(("metric", "value"), score_rows(metrics[model]))
         texts[plots_dir / "lengths" / f"{model}.csv"] = csv_text(
             ("dialogue", "reference_words", "prediction_words"), length_rows(scored[model]["test"])

@@ -5,11 +5,7 @@ from __future__ import annotations
 import random
 
 from phisum.params import Params, ParamsError, QualitativeParams
-
-
-def cell(text: str) -> str:
-    """Text safe inside a markdown table cell; "(empty)" for nothing but whitespace, as the metrics count it."""
-    return text.replace("|", "\\|").replace("\n", " ") if text.strip() else "(empty)"
+from phisum.vocabulary import VARIANT_NAMES, VARIANTS, cell
 
 
 def quote(text: str) -> str:
@@ -43,7 +39,7 @@ def render_dialogue(heading: str, dialogue: str, base: dict, peft: dict) -> list
     lines = [f"### {base['id']} ({heading})", "", quote(dialogue), ""]
     lines += ["Reference(s):", ""] + [f"- {ref}" for ref in base["references"]] + [""]
     lines += ["| model | summary | ROUGE-1 | ROUGE-L |", "|---|---|---|---|"]
-    for name, row in (("base", base), ("PEFT", peft)):
+    for name, row in zip(VARIANT_NAMES.values(), (base, peft), strict=True):
         lines.append(
             f"| {name} | {cell(row['prediction'])} | {row['scores']['rouge1']:.3f} | {row['scores']['rougeL']:.3f} |"
         )
@@ -67,7 +63,7 @@ def render_empty(predictions: dict[str, dict[str, list[dict]]]) -> list[str]:
 def render_stress(base: list[dict], peft: list[dict]) -> list[str]:
     """Failures per model: wrong or missing final time, red herring, missed action items."""
     lines = ["## Stress test: meetings moved 1-4 times", ""]
-    for name, rows in (("base", base), ("PEFT", peft)):
+    for name, rows in zip(VARIANT_NAMES.values(), (base, peft), strict=True):
         failures = [r for r in rows if not r["final_time_correct"] or r["red_herring"] or r["missed_action_items"]]
         lines += [f"### {name}: {len(failures)} of {len(rows)} cases with a failure", ""]
         if failures:
@@ -100,6 +96,6 @@ def render_report(
         for b, p in zip(extra["base"], extra["peft"], strict=True):
             lines += [f"### {b['id']}", "", quote(b["dialogue"]), "", "| model | summary |", "|---|---|"]
             lines += [f"| base | {cell(b['prediction'])} |", f"| PEFT | {cell(p['prediction'])} |", ""]
-    lines += render_empty({name: {**scored[v], "extra": extra[v]} for name, v in (("base", "base"), ("PEFT", "peft"))})
+    lines += render_empty({VARIANT_NAMES[v]: {**scored[v], "extra": extra[v]} for v in VARIANTS})
     lines += render_stress(scored["base"]["stress"], scored["peft"]["stress"])
     return "\n".join(lines)

@@ -13,27 +13,36 @@
    bootstrap p-value and its Holm adjustment over those scores; "beyond noise" reads the adjusted p.
    Pairs are checked by id: both revisions must have scored the same test dialogues. The per-example
    scores of the base revision are read through DVC (`dvc.api`, from the cache or the remote).
-5. The test dialogues whose PEFT summaries changed most, side by side.
+5. Across model families (the two revisions' `model.name`/`model.revision` differ, say Phi-2 against
+   Llama-3): the base rows are two different models, so the report says so and compares base with base,
+   PEFT with PEFT, and each model's gain (PEFT minus its own base) and the difference of the gains, each
+   with its paired interval over the same dialogues.
+6. The test dialogues whose PEFT summaries changed most, side by side.
+
+Revisions that scored other test dialogues cannot be paired: the report says so in one line naming the first
+differing id, and shows the headline table only. Each revision's file paths are its own dvc.yaml's: the
+`--metrics-dir`/`--scored-dir` options of its evaluate stage and `--metrics-path` of its train stage.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import yaml
 from rouge_score import rouge_scorer
 
 from phisum.cli import UserErrorCommand
 from phisum.errors import UserError
 from phisum.files import write_text
-from phisum.labels import label, score_at
 from phisum.metrics import CORPUS_METRICS
 from phisum.significance import COMPARISONS, PairingError, check_paired, holm, paired_bootstrap
 from phisum.stress import PAIRED_SCORES
+from phisum.vocabulary import HEADLINE, SCORED_SETS, VARIANT_NAMES, VARIANTS, cell, label, score_at
 
-SCORED_TEST = "data/scored/{model}/test.jsonl"
-SCORED_STRESS = "data/scored/{model}/stress.jsonl"
 # Per-case stress scores (phisum/stress.py score_summary); red herrings are failures, so lower is better.
 LOWER_IS_BETTER = {"red_herring"}
 NO_DIRECTION = {
@@ -41,24 +50,6 @@ NO_DIRECTION = {
     "word_length_ratio",
     "prediction_words",
 }  # neither more nor less is better: higher/lower
-# Key paths in metrics/<model>.json of the headline table (labels: phisum/labels.py); keys a revision lacks
-# show as "n/a".
-HEADLINE = (
-    "pooled_reference.rouge1",
-    "pooled_reference.rouge2",
-    "pooled_reference.rougeL",
-    "best_reference.rouge1",
-    "best_reference.rougeLsum",
-    "all_references.bleu",
-    "best_reference.meteor",
-    "best_reference.bertscore.f1",
-    "all_references.length_ratio",
-    "empty_predictions",
-    "cut_off_predictions",
-    "stress.final_time_accuracy",
-    "stress.red_herring_rate",
-    "stress.action_item_recall",
-)
 # Per-dialogue scores on disk (data/scored) and their metrics-file keys (protocol.name, as the labels and
 # evaluate.primary_metric name them); corpus BLEU and length_ratio have none, so they are in the table only.
 SCORE_KEYS = {
@@ -71,6 +62,9 @@ PER_DIALOGUE_SCORES = tuple(SCORE_KEYS)
 TRAIN_HEADLINE = ("last_loss", "last_eval_loss")
 ALPHA = 0.05
 PIPELINE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml")
+# The stage options in dvc.yaml that name the files the review reads: (stage, option).
+PATH_OPTIONS = {"metrics_dir": ("evaluate", "--metrics-dir"), "scored_dir": ("evaluate", "--scored-dir")}
+PATH_OPTIONS["train_metrics"] = ("train", "--metrics-path")
 
 
 class ReviewError(UserError):
@@ -156,25 +150,73 @@ def read_rows(path: str, rev: str | None) -> dict[str, dict]:
     return {row["id"]: row for row in map(json.loads, filter(None, read_text(path, rev).split("\n"))) if row}
 
 
+def stage_paths(dvc_yaml: str, where: str) -> dict[str, str]:
+    """{"metrics_dir", "scored_dir", "train_metrics"}: the paths the stage cmds of a dvc.yaml text give
+    (PATH_OPTIONS), so the review reads each revision's outputs where its own pipeline wrote them."""
+    stages = (yaml.safe_load(dvc_yaml) or {}).get("stages", {})
+    paths = {}
+    for name, (stage, option) in PATH_OPTIONS.items():
+        argv = shlex.split(str(stages.get(stage, {}).get("cmd", "")))
+        given = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == option]
+        given += [arg.split("=", 1)[1] for arg in argv if arg.startswith(f"{option}=")]
+        if not given:
+            raise ReviewError(
+                f"dvc.yaml of {where}: stage {stage}'s cmd has no {option}; the review reads its outputs from there"
+            )
+        paths[name] = given[0].rstrip("/")
+    return paths
+
+
+@dataclass
+class Run:
+    """What the review reads of one revision: its model, metrics files and scored rows."""
+
+    model: str  # model.name, with @model.revision when one is pinned
+    metrics: dict[str, dict]  # {"base", "peft", "train": the metrics file's dict}
+    scored: dict[str, dict[str, dict[str, dict]]]  # {variant: {"test"|"stress": {id: scored row}}}
+
+
+def model_of(params_text: str) -> str:
+    """A params.yaml text's model.name, with @model.revision when one is pinned: it tells base models apart."""
+    model = (yaml.safe_load(params_text) or {}).get("model") or {}
+    name, revision = model.get("name"), model.get("revision")
+    return f"{name}@{revision}" if revision else str(name)
+
+
+def load_run(rev: str | None) -> Run:
+    """A revision's run (None: the workspace), at the paths of its own dvc.yaml, through DVC."""
+    paths = stage_paths(read_text("dvc.yaml", rev), f"revision {rev!r}" if rev else "the workspace")
+    metrics = {variant: read_json(f"{paths['metrics_dir']}/{variant}.json", rev) for variant in VARIANTS}
+    metrics["train"] = read_json(paths["train_metrics"], rev)
+    scored = {
+        variant: {name: read_rows(f"{paths['scored_dir']}/{variant}/{name}.jsonl", rev) for name in SCORED_SETS}
+        for variant in VARIANTS
+    }
+    return Run(model_of(read_text("params.yaml", rev)), metrics, scored)
+
+
 def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def headline_table(runs: dict[str, dict], labels: dict[str, str]) -> list[str]:
-    """Markdown table: one row per headline metric, base model and PEFT of both revisions."""
+def headline_table(runs: dict[str | None, Run], labels: dict[str | None, str]) -> list[str]:
+    """Markdown table: one row per headline metric, base model and PEFT of both revisions (each base model
+    named when the two differ)."""
     base_rev, this_rev = labels
+    models = {rev: runs[rev].model for rev in labels}
+    named = {rev: f" ({models[rev]})" if models[base_rev] != models[this_rev] else "" for rev in labels}
     header = [
-        f"| metric | base model @ {labels[base_rev]} | base model @ {labels[this_rev]} "
-        f"| PEFT @ {labels[base_rev]} | PEFT @ {labels[this_rev]} |",
+        f"| metric | base model{named[base_rev]} @ {labels[base_rev]} | base model{named[this_rev]} @ "
+        f"{labels[this_rev]} | PEFT @ {labels[base_rev]} | PEFT @ {labels[this_rev]} |",
         "|---|---:|---:|---:|---:|",
     ]
     rows = []
     for key in HEADLINE:
-        values = [score_at(runs[rev][model], key) for model in ("base", "peft") for rev in (base_rev, this_rev)]
+        values = [score_at(runs[rev].metrics[model], key) for model in VARIANTS for rev in (base_rev, this_rev)]
         if any(v is not None for v in values):
             rows.append(f"| {label(key)} | " + " | ".join(map(fmt, values)) + " |")
     for key in TRAIN_HEADLINE:
-        values = [score_at(runs[rev]["train"], key) for rev in (base_rev, this_rev)]
+        values = [score_at(runs[rev].metrics["train"], key) for rev in (base_rev, this_rev)]
         if any(v is not None for v in values):
             rows.append(f"| {label(f'train.{key}')} | | | {fmt(values[0])} | {fmt(values[1])} |")
     return header + rows
@@ -205,8 +247,13 @@ def verdict(name: str, result: dict, adjusted_p: float | None = None) -> str:
     return f"{direction(name, delta)} by {abs(delta):.4f} [{low:+.4f}, {high:+.4f}], {noise}"
 
 
-def headline_verdict(primary: str, result: dict | None, base: str) -> str:
-    """The report's first line: better, worse or no difference beyond noise on the primary metric."""
+def headline_verdict(primary: str, result: dict | None, base: str, unpaired: str | None = None) -> str:
+    """The report's first line: better, worse or no difference beyond noise on the primary metric.
+
+    unpaired: why the revisions could not be paired (no verdict then).
+    """
+    if unpaired is not None:
+        return f"**Verdict: none**: {unpaired}"
     if result is None:
         return (
             f"**Verdict: none**: the primary metric {label(primary)} (`evaluate.primary_metric: {primary}`) was not "
@@ -220,18 +267,28 @@ def headline_verdict(primary: str, result: dict | None, base: str) -> str:
     )
 
 
+def check_same_ids(first: dict[str, dict], second: dict[str, dict], what: str) -> None:
+    """Raise ReviewError naming the first id (sorted) that only one of two {id: row} holds."""
+    try:
+        check_paired(sorted(first), sorted(second), what=what)
+    except PairingError as error:
+        raise ReviewError(str(error)) from None
+
+
 def paired_deltas(
-    base_scores: dict[str, dict], this_scores: dict[str, dict], names: list[str], resamples: int, seed: int
+    base_scores: dict[str, dict],
+    this_scores: dict[str, dict],
+    names: list[str],
+    resamples: int,
+    seed: int,
+    what: str = "the ids the two revisions scored (sorted)",
 ) -> tuple[dict[str, dict], int]:
     """{name: paired_bootstrap(base, this) with p_value} ({id: {name: score}} per revision); the dialogue count.
 
     Pairs by id: both revisions must have scored the same ids (a ReviewError names the first that differs).
     A score that some row of either revision lacks (a metric switched off) is left out.
     """
-    try:
-        check_paired(sorted(base_scores), sorted(this_scores), what="the ids the two revisions scored (sorted)")
-    except PairingError as error:
-        raise ReviewError(f"{error}; the comparison needs the same test set") from None
+    check_same_ids(base_scores, this_scores, what)
     common = sorted(base_scores)
     results = {}
     for name in names:
@@ -265,36 +322,143 @@ def param_changes(base: str) -> list[str]:
     ]
 
 
-def one_line(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+def interval(result: dict) -> str:
+    """'+0.0123 [-0.0100, +0.0300]': a paired difference and its 95% interval."""
+    return f"{result['delta']:+.4f} [{result['ci_low']:+.4f}, {result['ci_high']:+.4f}]"
 
 
-def build_review(base: str, top: int, resamples: int, seed: int, primary: str) -> str:
-    """The review markdown; raises ReviewError when the workspace is stale or a revision cannot be read.
+def gains(
+    scores: dict[str, dict[str, dict[str, dict]]], revs: tuple[str, str], names: list[str], resamples: int, seed: int
+) -> dict[str, dict[str, dict]]:
+    """Across two model families, per score name: paired_bootstrap results over the same dialogues of
 
-    primary: evaluate.primary_metric (protocol.name), the verdict's one confirmatory score.
+    "base": base model of revs[1] minus base model of revs[0]; "peft": the same for PEFT;
+    "gain_a", "gain_b": each revision's gain, its PEFT minus its base model; "gain_difference": the gain of
+    revs[1] minus the gain of revs[0], per dialogue ((peft_b - base_b) - (peft_a - base_a)), then averaged.
+    scores: {rev: {variant: {id: {name: score}}}}; every variant of both revisions must have scored the same ids
+    (a ReviewError names the first that differs). A score some row lacks (a metric switched off) is left out.
     """
-    check_not_stale()
+    first, second = revs
+    reference = sorted(scores[first]["base"])
+    named = {rev: f"`{rev}`" if rev else "this revision" for rev in revs}
+    for rev in revs:
+        for variant in VARIANTS:
+            what = f"the ids base of {named[first]} and {VARIANT_NAMES[variant]} of {named[rev]} scored (sorted)"
+            check_same_ids(scores[first]["base"], scores[rev][variant], what)
+    results = {}
+    for name in names:
+        if not all(name in scores[rev][v][i] for rev in revs for v in VARIANTS for i in reference):
+            continue
+        values = {(rev, v): [float(scores[rev][v][i][name]) for i in reference] for rev in revs for v in VARIANTS}
+        gain = {rev: [p - b for b, p in zip(values[rev, "base"], values[rev, "peft"], strict=True)] for rev in revs}
+
+        def boot(old: list[float], new: list[float]) -> dict:
+            return paired_bootstrap(old, new, resamples=resamples, seed=seed)
+
+        results[name] = {
+            "base": boot(values[first, "base"], values[second, "base"]),
+            "peft": boot(values[first, "peft"], values[second, "peft"]),
+            "gain_a": boot(values[first, "base"], values[first, "peft"]),
+            "gain_b": boot(values[second, "base"], values[second, "peft"]),
+            "gain_difference": boot(gain[first], gain[second]),
+        }
+    return results
+
+
+def per_dialogue_scores(run: Run, scored_set: str) -> dict[str, dict[str, dict]]:
+    """{variant: {id: {name: score}}} of one set: the test rows keep their scores under "scores", the stress
+    rows at the top level."""
+    if scored_set == "test":
+        return {v: {i: row["scores"] for i, row in run.scored[v]["test"].items()} for v in VARIANTS}
+    return {v: dict(run.scored[v][scored_set]) for v in VARIANTS}
+
+
+def across_models(
+    runs: dict[str | None, Run], base: str, names: list[str], primary_name: str | None, resamples: int, seed: int
+) -> list[str]:
+    """The cross-family section: base vs base, PEFT vs PEFT, each model's gain and the difference of the gains."""
+    revs = (base, None)
+    test = gains({rev: per_dialogue_scores(runs[rev], "test") for rev in revs}, revs, names, resamples, seed)
+    stress = gains(
+        {rev: per_dialogue_scores(runs[rev], "stress") for rev in revs}, revs, list(PAIRED_SCORES), resamples, seed
+    )
+    model_a, model_b = runs[base].model, runs[None].model
+    lines = [
+        "## Across models: base vs base, PEFT vs PEFT, and each model's gain",
+        "",
+        f"`{base}` fine-tunes `{model_a}`, this revision `{model_b}`. Per dialogue, paired by id over the "
+        f"{len(runs[base].scored['base']['test'])} test dialogues (and {len(runs[base].scored['base']['stress'])} "
+        f"stress cases): base = this revision's base model minus `{base}`'s, PEFT the same for the fine-tuned "
+        f"models, gain = PEFT minus its own base model, and the gain difference = this revision's gain minus "
+        f"`{base}`'s. Mean difference [95% paired bootstrap interval], {resamples} resamples, seed {seed}; "
+        "exploratory, no multiple-comparison adjustment. Red herrings are failures: lower is better.",
+        "",
+        f"| score | base: {model_b} - {model_a} | PEFT: this revision - `{base}` | gain of {model_a} "
+        f"| gain of {model_b} | gain difference |",
+        "|---|---|---|---|---|---|",
+    ]
+    order = [primary_name] if primary_name in test else []
+    order += [name for name in test if name != primary_name]
+    rows = [(SCORE_KEYS[name] + (" (primary)" if name == primary_name else ""), test[name]) for name in order]
+    rows += [(f"stress.{name}", result) for name, result in stress.items()]
+    for key, result in rows:
+        parts = ("base", "peft", "gain_a", "gain_b", "gain_difference")
+        text = label(key.removesuffix(" (primary)")) + (" (primary)" if key.endswith(" (primary)") else "")
+        lines.append(f"| {text} | " + " | ".join(interval(result[part]) for part in parts) + " |")
+    return [*lines, ""]
+
+
+def render_review(
+    base: str,
+    runs: dict[str | None, Run],
+    changes: list[str],
+    top: int,
+    resamples: int,
+    seed: int,
+    primary: str,
+) -> str:
+    """The review markdown of two revisions' runs (runs: {base: Run, None: this revision's Run})."""
     labels = {base: base, None: "this revision"}
-    runs = {rev: {name: read_json(f"metrics/{name}.json", rev) for name in ("base", "peft", "train")} for rev in labels}
-    scored = {rev: read_rows(SCORED_TEST.format(model="peft"), rev) for rev in labels}
     names = list(PER_DIALOGUE_SCORES)
-    per_dialogue = {rev: {i: row["scores"] for i, row in rows.items()} for rev, rows in scored.items()}
-    deltas, count = paired_deltas(per_dialogue[base], per_dialogue[None], names, resamples, seed)
-    stress = {rev: read_rows(SCORED_STRESS.format(model="peft"), rev) for rev in labels}
-    stress_deltas, stress_count = paired_deltas(stress[base], stress[None], list(PAIRED_SCORES), resamples, seed)
+    per_dialogue = {rev: per_dialogue_scores(runs[rev], "test") for rev in labels}
+    stress = {rev: per_dialogue_scores(runs[rev], "stress") for rev in labels}
+    cross = runs[base].model != runs[None].model
     primary_name = next((name for name, key in SCORE_KEYS.items() if key == primary), None)
+    unpaired, across = None, []
+    try:
+        what = f"the test dialogues of `{base}` (first) and this revision (second), sorted by id,"
+        deltas, count = paired_deltas(
+            per_dialogue[base]["peft"], per_dialogue[None]["peft"], names, resamples, seed, what
+        )
+        what = f"the stress cases of `{base}` (first) and this revision (second), sorted by id,"
+        stress_deltas, stress_count = paired_deltas(
+            stress[base]["peft"], stress[None]["peft"], list(PAIRED_SCORES), resamples, seed, what
+        )
+        if cross:
+            across = across_models(runs, base, names, primary_name, resamples, seed)
+    except ReviewError as error:
+        unpaired = f"cannot pair the two revisions: {error}"
+
+    lines = [headline_verdict(primary, None if unpaired else deltas.get(primary_name), base, unpaired), ""]
+    lines += [f"# Review: this revision against `{base}`", ""]
+    lines += ["Params changed: " + (", ".join(changes) if changes else "none"), ""]
+    lines += ["Stale check: `dvc status` is clean and the pipeline files are committed.", ""]
+    if cross:
+        lines += [
+            f"**The base models differ**: `{base}` runs `{runs[base].model}`, this revision `{runs[None].model}` "
+            "(`model.name`/`model.revision`). The base rows are two different models: compare base with base, "
+            "PEFT with PEFT, and each model's gain (section *Across models*).",
+            "",
+        ]
+    lines += ["## Headline metrics", ""] + headline_table(runs, labels) + [""]
+    if unpaired:
+        lines += [f"No paired comparison: {unpaired}.", ""]
+        return "\n".join(lines)
+    lines += across
     # The exploratory family: every other paired score, Holm-adjusted together.
     exploratory = {SCORE_KEYS[name]: (name, result) for name, result in deltas.items() if name != primary_name}
     exploratory |= {f"stress.{name}": (name, result) for name, result in stress_deltas.items()}
     adjusted = holm({key: result["p_value"] for key, (_, result) in exploratory.items()})
-
-    lines = [headline_verdict(primary, deltas.get(primary_name), base), ""]
-    lines += [f"# Review: this revision against `{base}`", ""]
-    changes = param_changes(base)
-    lines += ["Params changed: " + (", ".join(changes) if changes else "none"), ""]
-    lines += ["Stale check: `dvc status` is clean and the pipeline files are committed.", ""]
-    lines += ["## Headline metrics", ""] + headline_table(runs, labels) + [""]
     lines += [
         f"## PEFT: this revision minus `{base}`",
         "",
@@ -313,7 +477,8 @@ def build_review(base: str, top: int, resamples: int, seed: int, primary: str) -
     lines += [
         f"| {label(key)} | {verdict(name, result, adjusted[key])} |" for key, (name, result) in exploratory.items()
     ]
-    lines += ["", f"## Summaries that changed most (PEFT, {base} vs this revision)", ""]
+    lines += ["", f"## Summaries that changed most ({VARIANT_NAMES['peft']}, {base} vs this revision)", ""]
+    scored = {rev: runs[rev].scored["peft"]["test"] for rev in labels}
     for dialogue_id, similarity in changed_most(scored[base], scored[None], top):
         old, new = scored[base][dialogue_id], scored[None][dialogue_id]
         lines += [
@@ -321,13 +486,23 @@ def build_review(base: str, top: int, resamples: int, seed: int, primary: str) -
             "",
             f"| | `{base}` | this revision |",
             "|---|---|---|",
-            f"| summary | {one_line(old['prediction'])} | {one_line(new['prediction'])} |",
+            f"| summary | {cell(old['prediction'])} | {cell(new['prediction'])} |",
             f"| ROUGE-1 | {fmt(old['scores'].get('rouge1'))} | {fmt(new['scores'].get('rouge1'))} |",
             "",
-            "Reference: " + one_line((new.get("references") or [""])[0]),
+            "Reference: " + cell((new.get("references") or [""])[0]),
             "",
         ]
     return "\n".join(lines)
+
+
+def build_review(base: str, top: int, resamples: int, seed: int, primary: str) -> str:
+    """The review markdown; raises ReviewError when the workspace is stale or a revision cannot be read.
+
+    primary: evaluate.primary_metric (protocol.name), the verdict's one confirmatory score.
+    """
+    check_not_stale()
+    runs = {rev: load_run(rev) for rev in (base, None)}
+    return render_review(base, runs, param_changes(base), top, resamples, seed, primary)
 
 
 @click.command(cls=UserErrorCommand)

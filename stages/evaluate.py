@@ -22,10 +22,11 @@ import click
 
 from phisum.cli import UserErrorCommand
 from phisum.errors import UserError
-from phisum.evaluation import VARIANTS, compare, score_human, score_variant, summary_table
+from phisum.evaluation import compare, score_human, score_variant, summary_table
 from phisum.files import INPUT_DIR, OUTPUT_DIR, atomic_outputs, json_text, read_jsonl, write_jsonl
 from phisum.params import load_params
 from phisum.plots import plot_texts
+from phisum.vocabulary import SCORED_SETS, VARIANTS
 
 PARAMS = ("seed", "evaluate")
 
@@ -61,7 +62,7 @@ def main(predictions_dir: Path, scored_dir: Path, plots_dir: Path, metrics_dir: 
     metrics, scored, per_dialogue = {}, {}, {}
     for variant in VARIANTS:
         folder = predictions_dir / variant
-        predictions = {name: read_jsonl(folder / f"{name}.jsonl") for name in ("test", "stress")}
+        predictions = {name: read_jsonl(folder / f"{name}.jsonl") for name in SCORED_SETS}
         counts = f"{len(predictions['test'])} dialogues, {len(predictions['stress'])} stress cases"
         click.echo(f"evaluate {variant}: {counts}")
         metrics[variant], scored[variant], per_dialogue[variant] = score_variant(params, predictions)

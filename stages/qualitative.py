@@ -17,6 +17,7 @@ from phisum.cli import UserErrorCommand
 from phisum.files import INPUT_DIR, INPUT_FILE, OUTPUT_FILE, read_jsonl, write_text
 from phisum.params import load_params
 from phisum.qualitative import render_report
+from phisum.vocabulary import SCORED_SETS, VARIANTS
 
 PARAMS = ("seed", "qualitative")
 
@@ -28,9 +29,8 @@ PARAMS = ("seed", "qualitative")
 @click.option("--report-path", type=OUTPUT_FILE, required=True, help="The markdown report.")
 def main(test_path: Path, scored_dir: Path, predictions_dir: Path, report_path: Path) -> None:
     params = load_params()
-    variants = ("base", "peft")
-    scored = {v: {s: read_jsonl(scored_dir / v / f"{s}.jsonl") for s in ("test", "stress")} for v in variants}
-    extra = {v: read_jsonl(predictions_dir / v / "extra.jsonl") for v in variants}
+    scored = {v: {s: read_jsonl(scored_dir / v / f"{s}.jsonl") for s in SCORED_SETS} for v in VARIANTS}
+    extra = {v: read_jsonl(predictions_dir / v / "extra.jsonl") for v in VARIANTS}
     report = render_report(read_jsonl(test_path), scored, extra, params)
     write_text(report_path, report)
     click.echo(f"qualitative: wrote {report_path}")

@@ -149,16 +149,42 @@ def test_dvc_exp_run_set_param_changes_exactly_one_line_of_params_yaml(tmp_path,
 
 
 def test_every_score_the_review_plots_and_summary_show_has_one_label():
-    from phisum.labels import LABELS
     from phisum.params import PRIMARY_METRICS
-    from phisum.plots import HEADLINE as PLOTTED
-    from phisum.review import HEADLINE, SCORE_KEYS
+    from phisum.review import SCORE_KEYS
     from phisum.significance import COMPARISONS
+    from phisum.vocabulary import HEADLINE, LABELS, PLOTTED, SUMMARY
 
     keys = {f"{protocol}.{name}" for protocol, names in COMPARISONS.items() for name in names}
-    keys |= set(HEADLINE) | set(PLOTTED) | set(SCORE_KEYS.values()) | set(PRIMARY_METRICS)
+    keys |= set(HEADLINE) | set(SCORE_KEYS.values()) | set(PRIMARY_METRICS)
     assert keys - set(LABELS) == set()
+    # The plots and the evaluate summary show a part of the one headline list, in its order.
+    for part in (PLOTTED, SUMMARY):
+        assert list(part) == [key for key in HEADLINE if key in part]
     assert yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]["primary_metric"] in PRIMARY_METRICS
+
+
+def test_the_variants_are_dvc_yaml_s_generate_items_and_evaluate_reads_each():
+    from phisum.vocabulary import VARIANTS
+
+    assert tuple(STAGES["generate"]["foreach"]) == VARIANTS
+    predictions = {dep for dep in stage_body("evaluate")["deps"] if dep.startswith("data/predictions/")}
+    assert predictions == {f"data/predictions/{variant}" for variant in VARIANTS}
+
+
+def test_the_review_reads_the_paths_the_stage_cmds_of_dvc_yaml_give():
+    """phisum.review reads each revision's outputs where that revision's stages wrote them: the options of
+    its dvc.yaml's evaluate and train cmds, parsed here by the stages' own click commands."""
+    from phisum.review import stage_paths
+
+    given = {
+        name: importlib.import_module(f"stages.{name}").main.make_context(name, shlex.split(STAGES[name]["cmd"])[3:])
+        for name in ("evaluate", "train")
+    }
+    assert stage_paths((ROOT / "dvc.yaml").read_text(), "the workspace") == {
+        "metrics_dir": str(given["evaluate"].params["metrics_dir"]),
+        "scored_dir": str(given["evaluate"].params["scored_dir"]),
+        "train_metrics": str(given["train"].params["metrics_path"]),
+    }
 
 
 def test_files_dvc_writes_for_a_user_are_not_committed_by_git_add_all():

@@ -13,7 +13,7 @@ def test_score_rows_take_headline_scores_bertscore_f1_and_stress_rates():
         "all_references": {"bleu": 12.5, "bleu_signature": "nrefs:2|...", "length_ratio": 1.5},
         "stress": {"cases": 40, "final_time_accuracy": 0.25},
     }
-    # The labels of the review and the evaluate summary (phisum/labels.py), not raw keys.
+    # The labels of the review and the evaluate summary (phisum/vocabulary.py), not raw keys.
     assert score_rows(metrics) == [
         ("ROUGE-1 pooled", 0.5),
         ("METEOR best-ref", 0.25),

@@ -2,7 +2,8 @@
 
 from phisum.params import Params, QualitativeParams, parse_params, read_yaml
 from phisum.profile import apply_overrides
-from phisum.qualitative import cell, pick_dialogues, quote, render_report
+from phisum.qualitative import pick_dialogues, quote, render_report
+from phisum.vocabulary import cell
 from tests.conftest import ROOT
 
 

@@ -7,10 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from phisum.significance import paired_bootstrap
-from tests.conftest import VENV_BIN, copy_demo, run
+from tests.conftest import VENV_BIN, copy_demo, run, set_params
 
 pytestmark = pytest.mark.slow
 DVC = str(VENV_BIN / "dvc")
@@ -153,3 +154,79 @@ def test_an_experiment_becomes_a_branch_and_a_review_as_docs_workflow_says(demo_
     run([*MAKE, "review", "BASE=main"], repo)
     report = (repo / "reports/review.md").read_text()
     assert report.startswith("**Verdict: ") and "Params changed: `lora.r`: 32 -> 16" in report
+
+
+def build_tiny_llama(repo: Path) -> str:
+    """A random tiny Llama-architecture model beside the demo's tiny Phi, with the tiny Phi's tokenizer
+    (no pad token, bos = eos): a second model family for a cross-family review."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(repo / "models/tiny-phi")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    out = repo / "models/tiny-llama"
+    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return "models/tiny-llama"
+
+
+def test_review_across_model_families_compares_base_peft_and_the_gains(demo_repo, tmp_path):
+    """main: the demo's tiny Phi run; a branch: a tiny Llama (another architecture) run through the same
+    pipeline, briefly trained. Base rows differ, so the review compares base with base, PEFT with PEFT,
+    and each model's gain, paired over the same 60 test dialogues."""
+    repo = copy_demo(demo_repo[0], tmp_path / "repo")
+    run(["git", "branch", "-M", "main"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "CPU profile, r=32 run (tiny Phi)"], repo)
+    scores = {"main": {v: rows_by_id(repo / f"data/scored/{v}/test.jsonl") for v in ("base", "peft")}}
+    run(["git", "switch", "-q", "-c", "tiny-llama"], repo)
+    model = build_tiny_llama(repo)
+    run([DVC, "add", "-q", model], repo)
+    overrides = {
+        "model": {"name": model},
+        "lora": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},  # Llama's names, not Phi's dense
+        "train": {"max_steps": 10, "logging_steps": 5, "eval_steps": 5, "save_steps": 5, "eval_rows": 8},
+    }
+    set_params(repo, overrides)
+    run([DVC, "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "tiny Llama"], repo)
+    scores["this"] = {v: rows_by_id(repo / f"data/scored/{v}/test.jsonl") for v in ("base", "peft")}
+    run([*MAKE, "review", "BASE=main"], repo)
+    lines = (repo / "reports/review.md").read_text().splitlines()
+    print("\n".join(lines[:24]))
+    assert lines[0].startswith("**Verdict: ") and "`model.name`: models/tiny-phi -> models/tiny-llama" in lines[4]
+    assert [line for line in lines if line.startswith("**The base models differ**")][0].startswith(
+        "**The base models differ**: `main` runs `models/tiny-phi`, this revision `models/tiny-llama`"
+    )
+    # Pooled ROUGE-1 (the primary metric), per dialogue over the 60 test dialogues both revisions scored.
+    ids = sorted(scores["main"]["base"])
+    assert len(ids) == 60 and sorted(scores["this"]["peft"]) == ids
+    value = {
+        (rev, v): [scores[rev][v][i]["scores"]["pooled_rouge1"] for i in ids] for rev in scores for v in scores[rev]
+    }
+    gain = {rev: [p - b for b, p in zip(value[rev, "base"], value[rev, "peft"], strict=True)] for rev in scores}
+    expected = [
+        sum(value["this", "base"]) / 60 - sum(value["main", "base"]) / 60,
+        sum(value["this", "peft"]) / 60 - sum(value["main", "peft"]) / 60,
+        sum(gain["main"]) / 60,
+        sum(gain["this"]) / 60,
+        sum(gain["this"]) / 60 - sum(gain["main"]) / 60,
+    ]
+    start = lines.index("## Across models: base vs base, PEFT vs PEFT, and each model's gain")
+    row = next(line for line in lines[start:] if line.startswith("| ROUGE-1 pooled (primary) |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
+    assert [float(cell.split(" [")[0]) for cell in cells] == pytest.approx(expected, abs=6e-5)
+    interval = paired_bootstrap(gain["main"], gain["this"], resamples=1000, seed=42)
+    assert cells[4].endswith(f"[{interval['ci_low']:+.4f}, {interval['ci_high']:+.4f}]")
+    assert "| stress: final time |" in "\n".join(lines[start:])

@@ -782,7 +782,7 @@ def test_evaluate_writes_counts_human_ceiling_and_prints_the_summary(tmp_path):
     peft_row = next(line for line in printed.splitlines() if line.startswith("| peft leave-one-out |"))
     assert peft_row.split(" | ")[3] == "0.9545"  # the best-reference ROUGE-1 column, beside the human's 0.9091
     assert "(equal terms: compare these rows)" in printed
-    assert "| base |" in printed and "| 1 | 1 | 0.0 |" in printed  # empty, cut off, final-time accuracy
+    assert "| base |" in printed and "| 1 | 1 | 0.0000 |" in printed  # empty, cut off, final-time accuracy
     assert "stress final_time_correct: PEFT - base 1.0" in printed
 
 

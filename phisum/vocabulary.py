@@ -1,11 +1,22 @@
-"""One name per score, wherever a person reads it: the review, the plots and the evaluate summary table.
+"""The run's vocabulary, in one place: the model variants, the sets each is run on, the headline scores and
+their labels, and how a text goes into a markdown table cell. The stages, the plots and the review read it here.
 
+Score labels: one name per score, wherever a person reads it (the review, the plots, the evaluate summary).
 Keys are the score's path in metrics/<model>.json (protocol.metric, or stress.<rate>); the per-dialogue score
 names of data/scored and metrics/compare.json map onto the same keys (phisum.significance.COMPARISONS).
 The choices of evaluate.primary_metric are in phisum/params.py (PRIMARY_METRICS), labelled here too.
 """
 
 from __future__ import annotations
+
+# The two models every run compares: the base model as loaded, and base + the trained LoRA adapter.
+# dvc.yaml's `generate` foreach has one item per variant (tests/test_dvc_consistency.py holds it to this).
+VARIANTS = ("base", "peft")
+VARIANT_NAMES = {"base": "base", "peft": "PEFT"}  # as a reader sees them in reports
+# The sets generate writes per variant (<predictions>/<variant>/<set>.jsonl): the test dialogues, the stress
+# benchmark (phisum/stress.py) and your own dialogues (generate.extra_dialogues). Evaluate scores the first two.
+SETS = ("test", "stress", "extra")
+SCORED_SETS = ("test", "stress")
 
 _ROUGE = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
 
@@ -38,6 +49,40 @@ LABELS = {
 }
 
 
+# The headline scores: key paths in metrics/<variant>.json, in the order every table and chart shows them.
+# The review's headline table shows them all; the plots the scores on a 0-1 scale (PLOTTED: no counts; the
+# stress rates are drawn from the metrics file's stress block); the evaluate summary the few that fit a
+# terminal row beside the human ceiling (SUMMARY). A key a revision lacks shows as "n/a" or "-".
+HEADLINE = (
+    "pooled_reference.rouge1",
+    "pooled_reference.rouge2",
+    "pooled_reference.rougeL",
+    "best_reference.rouge1",
+    "best_reference.rougeLsum",
+    "best_reference.meteor",
+    "all_references.bleu",
+    "all_references.length_ratio",
+    "best_reference.bertscore.f1",
+    "empty_predictions",
+    "cut_off_predictions",
+    "stress.final_time_accuracy",
+    "stress.red_herring_rate",
+    "stress.action_item_recall",
+)
+COUNTS = ("empty_predictions", "cut_off_predictions")
+PLOTTED = tuple(key for key in HEADLINE if key not in COUNTS and not key.startswith("stress."))
+SUMMARY = (
+    "pooled_reference.rouge1",
+    "pooled_reference.rougeL",
+    "best_reference.rouge1",
+    "all_references.bleu",
+    "all_references.length_ratio",
+    "empty_predictions",
+    "cut_off_predictions",
+    "stress.final_time_accuracy",
+)
+
+
 def label(key: str) -> str:
     """The label of a score key; a key without one (a score a newer revision added) shows as itself."""
     return LABELS.get(key, key)
@@ -52,3 +97,10 @@ def score_at(metrics: dict, key: str) -> float | None:
             return None
         node = node[part]
     return node if isinstance(node, int | float) and not isinstance(node, bool) else None
+
+
+def cell(text: str) -> str:
+    """Text as one markdown table cell: whitespace runs (newlines too) as one space, `|` escaped; "(empty)" for
+    nothing but whitespace, as the metrics count an empty summary."""
+    flat = " ".join(str(text).split())
+    return flat.replace("|", "\\|") if flat else "(empty)"
