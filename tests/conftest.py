@@ -1,26 +1,17 @@
 import contextlib
-import json
 import os
 import random
-import re
-import shlex
-import shutil
 import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 from filelock import FileLock
 
-from phisum.demo import build_workspace
 from phisum.synthetic import make_example
 from phisum.tiny_model import build_tiny_model
+from tests.helpers import FAKE_TOKEN, ROOT, VENV_BIN, command_env, set_params
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data" / "dialogsum"
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -59,50 +50,6 @@ def tiny_4bit(tiny_model_dir):
     return load_tokenizer(model_params), load_base_model(model_params, quant, torch.float32).eval()
 
 
-VENV_BIN = Path(sys.executable).parent
-
-
-def command_env(extra_env: dict | None = None) -> dict[str, str]:
-    """The environment of a command run by a test: the project's venv first on PATH, a git identity."""
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", **(extra_env or {})}
-    for role in ("AUTHOR", "COMMITTER"):
-        env.update({f"GIT_{role}_NAME": "t", f"GIT_{role}_EMAIL": "t@t.invalid"})
-    return env
-
-
-def run(args: list[str], cwd: Path, timeout: int = 900, check: bool = True, extra_env: dict | None = None) -> str:
-    """Run a command with the project's venv first on PATH; return stdout + stderr."""
-    done = subprocess.run(args, cwd=cwd, env=command_env(extra_env), capture_output=True, text=True, timeout=timeout)
-    output = done.stdout + done.stderr
-    if check:
-        assert done.returncode == 0, f"{' '.join(args)} failed:\n{output[-4000:]}"
-    return output
-
-
-def copy_project(dest: Path) -> Path:
-    """A fresh clone-like git repo of the project's working tree (committed and new files), as `make demo` makes."""
-    return build_workspace(ROOT, dest)
-
-
-def set_params(repo: Path, overrides: dict) -> None:
-    """Change params.yaml keys in place, comments kept (as `dvc exp run -S` would)."""
-    from phisum.profile import apply_overrides
-
-    text, _ = apply_overrides((repo / "params.yaml").read_text(), overrides)
-    (repo / "params.yaml").write_text(text)
-
-
-def checkpoint_written(checkpoints_dir: Path, step: int) -> bool:
-    """Whether the Trainer has finished checkpoint `step` (its trainer_state.json is whole)."""
-    for state in checkpoints_dir.glob(f"*/checkpoint-{step}/trainer_state.json"):
-        with contextlib.suppress(ValueError):
-            return json.loads(state.read_text())["global_step"] == step
-    return False
-
-
-FAKE_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file can contain it by accident
-
-
 DEMO = "demo_repo"
 
 
@@ -111,7 +58,7 @@ def pytest_collection_modifyitems(config, items: list) -> None:
 
     `make test` keeps this order under pytest-xdist's loadscope (`--no-loadscope-reorder`; by default it
     schedules the modules with the most tests first), and a module is scheduled as a whole, so demo tests
-    live in modules of their own: a worker that waits for the demo holds no other test.
+    live in modules of their own, named test_<what>_on_demo.py: a worker that waits for the demo holds no other test.
     """
     needs_demo: dict[str, set[bool]] = {}
     for item in items:
@@ -177,12 +124,6 @@ def demo_repo(demo_build, tmp_path_factory) -> tuple[Path, str]:
     return demo_build, output
 
 
-def copy_demo(demo: Path, dest: Path) -> Path:
-    """A copy of the demo workspace (git history, experiments, DVC cache) that a test may change."""
-    shutil.copytree(demo, dest, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
-    return dest
-
-
 @pytest.fixture()
 def tiny_stage_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
     """The working directory, with params naming the tiny model and a small local dataset."""
@@ -202,55 +143,3 @@ def tiny_stage_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
     )
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def dvc_stage(name: str) -> dict:
-    """dvc.yaml's stage `name` (`generate@peft` for a foreach item, with ${key} and ${item.*} filled in)."""
-    stage_name, _, key = name.partition("@")
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage_name]
-    if "foreach" not in stage:
-        return stage
-    item = stage["foreach"][key]
-
-    def fill(node):
-        if isinstance(node, str):
-            return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), node.replace("${key}", key))
-        if isinstance(node, list):
-            return [fill(value) for value in node]
-        return {fill(k): fill(v) for k, v in node.items()} if isinstance(node, dict) else node
-
-    return fill(stage["do"])
-
-
-def stage_command(name: str) -> list[str]:
-    """dvc.yaml's cmd of stage `name` (`python -m stages.<stage>` and its path options), with this interpreter."""
-    command = shlex.split(dvc_stage(name)["cmd"])
-    assert command[:3] == ["python", "-m", f"stages.{name.partition('@')[0]}"], command
-    return [sys.executable, *command[1:]]
-
-
-def stage_args(name: str) -> list[str]:
-    """The options dvc.yaml's cmd gives stage `name` (after `python -m stages.<stage>`): its paths."""
-    return stage_command(name)[3:]
-
-
-def invoke_stage(name: str):
-    """Stage `name`'s click main in this process, with the options dvc.yaml's cmd gives it; click's Result."""
-    import importlib
-
-    from click.testing import CliRunner
-
-    return CliRunner().invoke(importlib.import_module(f"stages.{name.partition('@')[0]}").main, stage_args(name))
-
-
-def one_error_line(result) -> str:
-    """A failed stage as every stage promises it: exit code 1 and one `Error:` line on stderr, nothing else."""
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    errors = result.stderr.splitlines()
-    assert len(errors) == 1 and errors[0].startswith("Error: "), result.stderr
-    return errors[0]
-
-
-def stage_env() -> dict[str, str]:
-    """The environment of a stage process run outside the repository: `-m stages.<stage>` imports it from ROOT."""
-    return command_env({"PYTHONPATH": str(ROOT)})

@@ -3,12 +3,10 @@
 import base64
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import py_compile
 import random
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -23,21 +21,9 @@ from phisum.fullsize import meta_model
 from phisum.params import ModelParams, load_params
 from phisum.prompt import build_prompt
 from phisum.synthetic import make_example
+from tests.helpers import BENCHMARKS_DIR, ROOT, load_script, set_params
 
-from .conftest import ROOT, set_params
-
-BENCHMARKS_DIR = ROOT / "benchmarks"
 SCRIPTS = sorted(BENCHMARKS_DIR.glob("*.py"))
-
-
-def load_script(name: str):
-    """A benchmark script as a module (they run as `python benchmarks/<name>.py`, not as a package)."""
-    if f"benchmarks_{name}" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS_DIR / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[spec.name] = module
-    return sys.modules[f"benchmarks_{name}"]
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import ROOT, VENV_BIN
+from tests.helpers import ROOT, VENV_BIN
 
 
 def test_ci_workflow_runs_the_review_command_and_passes_actionlint(tmp_path):

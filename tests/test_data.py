@@ -16,7 +16,7 @@ from phisum.data import (
 from phisum.profile import SYNTHETIC_SIZES
 from phisum.stress import make_stress_cases
 from phisum.synthetic import make_example, write_dataset
-from tests.conftest import ROOT, SHARED_DATA
+from tests.helpers import ROOT, SHARED_DATA
 
 TEMPLATE = "Instruct: Summarize the below conversation.\n\n{dialogue}\nOutput:\n"
 

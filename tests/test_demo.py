@@ -6,7 +6,7 @@ import pytest
 
 from phisum.demo import build_workspace
 from phisum.errors import UserError
-from tests.conftest import ROOT, run
+from tests.helpers import ROOT, run
 
 
 def files_of(repo: Path) -> set[str]:

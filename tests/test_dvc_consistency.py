@@ -10,7 +10,7 @@ import click
 import pytest
 import yaml
 
-from tests.conftest import ROOT, dvc_stage
+from tests.helpers import ROOT, dvc_stage
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 SCRIPTS = {name: name for name in ("prepare", "train", "generate", "evaluate", "qualitative")}

@@ -15,7 +15,7 @@ from phisum.errors import UserError
 from phisum.hub import HubNameError, hub_error
 from phisum.modeling import WHERE_MODELS_LIVE, check_model_source
 from phisum.params import ModelParams, ParamsError
-from tests.conftest import ROOT, one_error_line, stage_args
+from tests.helpers import ROOT, one_error_line, stage_args
 
 STAGES = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 

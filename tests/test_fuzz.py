@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from phisum.data import KNOWN_COLUMNS, DataError, load_splits, prepare_splits, read_extra_dialogues
 from phisum.params import ParamsError, load_params, parse_params, read_yaml
-from tests.conftest import ROOT, invoke_stage
+from tests.helpers import ROOT, invoke_stage
 
 EXAMPLES = int(os.environ.get("PHISUM_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(

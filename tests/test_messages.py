@@ -7,7 +7,7 @@ import sys
 
 from phisum.metrics import BertScoreSettings, score_bertscore
 from phisum.resources import DEFAULT_BERTSCORE_MODEL
-from tests.conftest import ROOT, command_env, invoke_stage, set_params, stage_command, stage_env
+from tests.helpers import ROOT, command_env, invoke_stage, set_params, stage_command, stage_env
 
 # What a successful tiny run printed on stderr before phisum/__init__.py filtered it (train: all five;
 # generate@peft: the third), each with its category and the module that warns.

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from phisum.params import ParamsError, load_params, parse_params
-from tests.conftest import ROOT, invoke_stage, one_error_line, set_params, stage_env
+from tests.helpers import ROOT, invoke_stage, one_error_line, stage_env, write_bad_params
 
 
 @pytest.fixture()
@@ -88,18 +88,6 @@ BAD_PARAMS = [
         "evaluate, qualitative)",
     ),
 ]
-
-
-def write_bad_params(directory: Path, edit: dict | tuple[str, str]) -> Path:
-    """The committed params.yaml with one edit, written into directory."""
-    text = (ROOT / "params.yaml").read_text()
-    if isinstance(edit, tuple):
-        assert edit[0] in text
-        text = text.replace(edit[0], edit[1], 1)
-    (directory / "params.yaml").write_text(text)
-    if isinstance(edit, dict):
-        set_params(directory, edit)
-    return directory / "params.yaml"
 
 
 @pytest.mark.parametrize(("edit", "expected"), BAD_PARAMS, ids=[e[:60] for _, e in BAD_PARAMS])

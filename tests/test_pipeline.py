@@ -8,7 +8,7 @@ import pytest
 import yaml
 from rouge_score import rouge_scorer
 
-from tests.conftest import FAKE_TOKEN, ROOT, VENV_BIN, copy_demo, run
+from tests.helpers import FAKE_TOKEN, ROOT, VENV_BIN, copy_demo, run
 
 pytestmark = pytest.mark.slow
 DVC = str(VENV_BIN / "dvc")
@@ -144,7 +144,7 @@ def test_the_workspace_commits_the_checkout_then_the_profile_and_its_run(demo_re
 def test_forced_rerun_of_generation_and_scoring_gives_byte_identical_metrics(demo_repo, tmp_path):
     """The fine-tuned model's generation (base's is the same code without the adapter) and all scoring.
 
-    Training's own determinism is tests/test_train.py's (a killed run resumes to the uninterrupted loss).
+    Training's own determinism is tests/test_stage_train.py's (a killed run resumes to the uninterrupted loss).
     """
     repo = copy_demo(demo_repo[0], tmp_path / "repo")  # other tests read the demo workspace meanwhile
     metrics = sorted((repo / "metrics").glob("*.json"))

@@ -1,4 +1,4 @@
-"""The plot data phisum.plots writes: rows and CSV text (tests/test_plots_shown.py: the charts DVC shows)."""
+"""The plot data phisum.plots writes: rows and CSV text (tests/test_plots_on_demo.py: the charts DVC shows)."""
 
 import csv
 import io
@@ -70,7 +70,7 @@ def test_templates_draw_the_loss_on_a_log_axis_and_never_cut_a_legend():
     flattened both revisions' curves into one line, and the bar legend's title read "model (revisio"."""
     import json
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     loss = json.loads((ROOT / ".dvc/plots/train_and_validation.json").read_text())
     assert loss["encoding"]["y"]["scale"]["type"] == "log"

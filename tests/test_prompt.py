@@ -5,7 +5,7 @@ import yaml
 
 from phisum.params import PromptParams
 from phisum.prompt import PromptError, build_prompt, check_adapter_prompt, save_adapter_prompt
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SEED_TEMPLATE = "Instruct: Summarize the below conversation.\n\n{dialogue}\nOutput:\n"
 

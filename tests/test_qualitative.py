@@ -4,7 +4,7 @@ from phisum.params import Params, QualitativeParams, parse_params, read_yaml
 from phisum.profile import apply_overrides
 from phisum.qualitative import pick_dialogues, quote, render_report
 from phisum.vocabulary import cell
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def params_with(qualitative: dict, seed: int = 42) -> Params:

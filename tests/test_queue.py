@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import VENV_BIN, copy_project, run
+from tests.helpers import VENV_BIN, copy_project, run
 
 pytestmark = pytest.mark.slow
 DVC = str(VENV_BIN / "dvc")

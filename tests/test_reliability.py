@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from phisum.params import load_params, read_yaml
-from tests.conftest import (
+from tests.helpers import (
     ROOT,
     VENV_BIN,
     checkpoint_written,
@@ -28,8 +28,8 @@ from tests.conftest import (
     set_params,
     stage_command,
     stage_env,
+    write_bad_params,
 )
-from tests.test_params import write_bad_params
 
 # The checker's messages are tested in-process (tests/test_params.py); these prove the path through a real
 # stage process: a value rule, a cross-field rule, and a file that is no YAML.
@@ -52,7 +52,7 @@ def test_bad_params_fail_in_one_line_before_any_work(tmp_path, edit, expected):
 
 
 def test_a_lora_typo_stops_dvc_repro_before_prepare_does_any_work(tmp_path):
-    from tests.conftest import copy_project
+    from tests.helpers import copy_project
 
     repo = copy_project(tmp_path)
     set_params(repo, {"lora": {"dropout": 2.0}})
@@ -150,7 +150,7 @@ def test_committed_params_have_no_secrets():
 )
 def test_make_demo_with_bad_data_stops_naming_file_and_row(tmp_path, name, content, expected):
     from phisum.synthetic import write_dataset
-    from tests.conftest import copy_project
+    from tests.helpers import copy_project
 
     repo = copy_project(tmp_path / "repo")
     data_dir = tmp_path / "data"
@@ -575,7 +575,7 @@ def test_a_full_disk_during_generate_keeps_the_previous_predictions_and_no_temp_
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_during_evaluate_leaves_every_previous_output(tmp_path, monkeypatch):
     """Scores, metrics and plots describe one run: a full disk midway keeps all of the previous ones."""
-    from tests.test_scoring import write_predictions
+    from tests.helpers import write_predictions
 
     write_predictions(tmp_path, {"metrics": ["rouge", "bleu", "length"], "bootstrap_resamples": 50})
     monkeypatch.chdir(tmp_path)
@@ -654,8 +654,7 @@ def start_relaunching_stage(tmp_path, tiny_model_dir, monkeypatch, num_processes
     for a signal (tests/process_hooks); a complete checkpoint of its run kept from before. Returns the process,
     the pids of the training processes, the stderr file and the `Error:` line the stage owes on interrupt."""
     from phisum.checkpoints import run_fingerprint
-    from tests.test_train import write_prepared
-    from tests.test_training import cpu_profile_text
+    from tests.helpers import cpu_profile_text, write_prepared
 
     monkeypatch.chdir(tmp_path)
     overrides = {"model": {"device": "cuda"}, "train": {"num_processes": num_processes}}

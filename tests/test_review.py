@@ -1,232 +1,201 @@
-"""Review of a change, as CI runs it: the demo's r=32 run committed on main, its r=16 run on a branch,
-both pushed to the demo's local DVC remote; a fresh clone pulls and runs `make review BASE=...`."""
+"""The review's parts that need no demo run: params diff, pairing by id, the verdict line, the paths from
+dvc.yaml, the cross-family gains on hand-made scores (tests/test_review_on_demo.py runs the whole review on the
+demo's revisions)."""
 
-import json
-import re
-import subprocess
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
 
-from phisum.significance import paired_bootstrap
-from tests.conftest import VENV_BIN, copy_demo, run, set_params
+from phisum.review import (
+    ReviewError,
+    Run,
+    gains,
+    headline_verdict,
+    paired_deltas,
+    param_changes,
+    render_review,
+    stage_paths,
+    verdict,
+)
+from phisum.vocabulary import cell
+from tests.helpers import VENV_BIN, run
 
-pytestmark = pytest.mark.slow
 DVC = str(VENV_BIN / "dvc")
-MAKE = ["make", "-o", f"{VENV_BIN.parent}/.installed", f"VENV={VENV_BIN.parent}"]
 
 
-def dvc_remote(repo: Path) -> str:
-    return run([DVC, "remote", "list", "--local"], repo).split()[1]
+@pytest.fixture()
+def dvc_repo(tmp_path, monkeypatch) -> Path:
+    """A git + DVC repository whose main holds params.yaml (read by a stage) and a code file."""
+    run(["git", "init", "-q", "-b", "main"], tmp_path)
+    run([DVC, "init", "-q"], tmp_path)
+    (tmp_path / "params.yaml").write_text("lora:\n  r: 32\n  alpha: 32\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  train:\n    cmd: echo\n    params:\n      - lora\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    run(["git", "add", "-A"], tmp_path)
+    run(["git", "commit", "-qm", "main"], tmp_path)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
-def rows_by_id(path: Path) -> dict[str, dict]:
-    return {row["id"]: row for row in map(json.loads, path.read_text().splitlines())}
+def commit(repo: Path, path: str, text: str) -> None:
+    (repo / path).write_text(text)
+    run(["git", "commit", "-qam", f"change {path}"], repo)
 
 
-@pytest.fixture(scope="module")
-def team(demo_repo, tmp_path_factory) -> dict:
-    """origin: main = the r=32 run, pr-r16 = the r=16 run, both pushed. Scores of both kept for checks."""
-    origin = copy_demo(demo_repo[0], tmp_path_factory.mktemp("team") / "origin")  # main: the r=32 run, committed
-    run([DVC, "push"], origin)
-    scores = {"main": rows_by_id(origin / "data/scored/peft/test.jsonl")}
-    files = {"main": {p: (origin / p).read_bytes() for p in ("models/adapter/adapter_model.safetensors",)}}
-    files["main"]["data/predictions/peft/test.jsonl"] = (origin / "data/predictions/peft/test.jsonl").read_bytes()
-    run(["git", "checkout", "-q", "-b", "pr-r16"], origin)
-    run([DVC, "exp", "apply", "cpu-r16"], origin)
-    run(["git", "add", "-A"], origin)
-    run(["git", "commit", "-qm", "try LoRA r=16"], origin)
-    run([DVC, "push"], origin)
-    scores["pr"] = rows_by_id(origin / "data/scored/peft/test.jsonl")
-    return {"origin": origin, "remote": dvc_remote(origin), "scores": scores, "files": files}
+def test_params_of_a_code_only_branch_and_of_main_against_itself_are_none(dvc_repo):
+    assert param_changes("main") == []  # main against itself
+    run(["git", "checkout", "-qb", "code-only"], dvc_repo)
+    commit(dvc_repo, "code.py", "x = 2\n")
+    assert param_changes("main") == []
 
 
-def fresh_clone(team: dict, dest: Path, branch: str) -> Path:
-    """`git clone`, the local remote configured by the Makefile, `dvc pull`: what a teammate or CI does."""
-    run(["git", "clone", "-q", "-b", branch, str(team["origin"]), str(dest)], dest.parent)
-    run([*MAKE, "remote", f"REMOTE={team['remote']}"], dest)
-    run([DVC, "pull"], dest)
-    return dest
+def test_params_of_a_branch_that_changes_one_are_listed(dvc_repo):
+    run(["git", "checkout", "-qb", "r16"], dvc_repo)
+    commit(dvc_repo, "params.yaml", "lora:\n  r: 16\n  alpha: 32\n")
+    assert param_changes("main") == ["`lora.r`: 32 -> 16"]
 
 
-def test_pull_into_a_fresh_clone_restores_the_run(team, tmp_path):
-    clone = fresh_clone(team, tmp_path / "clone", "main")
-    assert "Data and pipelines are up to date." in run([DVC, "repro"], clone)
-    for path, content in team["files"]["main"].items():
-        assert (clone / path).read_bytes() == content, path
-    assert not (clone / ".dvc/cache").samefile(team["origin"] / ".dvc/cache")
+def test_revisions_that_scored_other_dialogues_are_one_error_naming_the_first_differing_id():
+    scores = {i: {"rouge1": 0.5} for i in ("d1", "d2", "d3")}
+    other = {i: {"rouge1": 0.5} for i in ("d1", "d3", "d4")}
+    with pytest.raises(ReviewError, match="row 2 is 'd2' in the first, 'd3' in the second") as error:
+        paired_deltas(scores, other, ["rouge1"], resamples=10, seed=0)
+    assert "\n" not in str(error.value)
+    results, count = paired_deltas(scores, dict(reversed(scores.items())), ["rouge1"], resamples=10, seed=0)
+    assert count == 3 and results["rouge1"]["delta"] == 0.0  # the same ids in another order pair by id
 
 
-def test_review_of_the_r16_branch_against_main(team, tmp_path):
-    clone = fresh_clone(team, tmp_path / "ci", "pr-r16")
-    run(["git", "fetch", "-q", "origin", "main"], clone)
-    output = run([*MAKE, "review", "BASE=origin/main"], clone)
-    report = (clone / "reports/review.md").read_text()
-    assert "wrote reports/review.md" in output
-    assert report.startswith("**Verdict: ") and " on ROUGE-1 pooled (primary metric): this revision minus " in report
-    assert "Params changed: `lora.r`: 32 -> 16" in report
-    # Headline table: PEFT ROUGE-1 of both revisions, as in their metrics files.
-    main_peft = json.loads(run(["git", "show", "origin/main:metrics/peft.json"], clone))
-    this_peft = json.loads((clone / "metrics/peft.json").read_text())
-    row = next(line for line in report.splitlines() if line.startswith("| ROUGE-1 pooled |"))
-    cells = [cell.strip() for cell in row.strip("|").split("|")]
-    main_rouge1, this_rouge1 = (peft["pooled_reference"]["rouge1"] for peft in (main_peft, this_peft))
-    assert cells[3:] == [f"{main_rouge1:.4g}", f"{this_rouge1:.4g}"]
-    # r=16 minus r=32 on ROUGE-1, paired over the 60 test dialogues, from the per-dialogue scores of both runs.
-    ids = sorted(team["scores"]["main"])
-    assert len(ids) == 60
-    old = [team["scores"]["main"][i]["scores"]["rouge1"] for i in ids]
-    new = [team["scores"]["pr"][i]["scores"]["rouge1"] for i in ids]
-    delta = sum(new) / 60 - sum(old) / 60
-    interval = paired_bootstrap(old, new, resamples=1000, seed=42)
-    # The paired table's row (the headline table above has a row of the same label: one label everywhere).
-    line = next(line for line in report.splitlines() if line.startswith("| ROUGE-1 best-ref |") and "Holm" in line)
-    word = "better" if delta > 0 else "worse"
-    assert f"{word} by {abs(delta):.4f} [{interval['ci_low']:+.4f}, {interval['ci_high']:+.4f}]" in line
-    assert "60 test dialogues (and 40 stress cases)" in report
-    assert "Holm" in line  # exploratory: beyond noise by the Holm-adjusted p-value
-    for name in ("final time", "red herring", "action items"):
-        assert f"| stress: {name} |" in report
-    # The five dialogues whose summaries changed most, side by side with both summaries.
-    sections = re.findall(r"^### (\S+) \(ROUGE-L between the two summaries ([0-9.]+)\)", report, re.M)
-    assert len(sections) == 5
-    first = sections[0][0]
-    assert team["scores"]["main"][first]["prediction"].split()[0] in report
-
-
-def test_review_stops_on_a_stale_stage_and_writes_nothing(team, tmp_path):
-    clone = fresh_clone(team, tmp_path / "stale", "pr-r16")
-    params = yaml.safe_load((clone / "params.yaml").read_text())
-    text = (clone / "params.yaml").read_text().replace(f"dropout: {params['lora']['dropout']}", "dropout: 0.1", 1)
-    (clone / "params.yaml").write_text(text)
-    done = subprocess.run([*MAKE, "review", "BASE=main"], cwd=clone, capture_output=True, text=True)
-    assert done.returncode != 0
-    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
-    assert errors and errors[0].startswith("Error: stage train is stale (changed deps: params.yaml[lora])"), done.stderr
-    assert "Traceback" not in done.stderr
-    assert not (clone / "reports/review.md").exists()
-
-
-def review_in(clone: Path, base: str) -> str:
-    run(["git", "fetch", "-q", "origin", "main"], clone)
-    run([*MAKE, "review", f"BASE={base}"], clone)
-    return (clone / "reports/review.md").read_text()
-
-
-def test_review_of_a_code_only_branch_and_of_main_against_itself(team, tmp_path):
-    """No param differs (DVC's params diff then has no "diff" key): every paired difference is 0."""
-    origin = team["origin"]
-    run(["git", "checkout", "-q", "-b", "code-only", "main"], origin)
-    (origin / "README.md").write_text((origin / "README.md").read_text() + "\nA code-only change.\n")
-    run(["git", "commit", "-qam", "README: a code-only change"], origin)
-    run(["git", "checkout", "-q", "pr-r16"], origin)
-    clone = fresh_clone(team, tmp_path / "code-only", "code-only")
-    report = review_in(clone, "origin/main")
-    print("\n".join(report.splitlines()[:6]))
-    assert report.splitlines()[0].startswith("**Verdict: no difference beyond noise** on ROUGE-1 pooled")
-    assert "+0.0000, 95% CI [+0.0000, +0.0000]" in report.splitlines()[0]
-    assert "Params changed: none" in report
-    assert "| ROUGE-1 best-ref | unchanged [+0.0000, +0.0000], p 1, Holm 1: within noise |" in report
-    main = fresh_clone(team, tmp_path / "main", "main")
-    assert "Params changed: none" in review_in(main, "origin/main")
-
-
-def test_an_experiment_becomes_a_branch_and_a_review_as_docs_workflow_says(demo_repo, tmp_path):
-    """docs/workflow.md, "From an experiment to a pull request": run, switch to a new branch, commit, push, review."""
-    repo = copy_demo(demo_repo[0], tmp_path / "repo")  # main: the r=32 run, committed
-    run([DVC, "push"], repo)
-    log = run([DVC, "exp", "run", "-S", "lora.r=16"], repo)
-    assert "Stage 'train' is cached - skipping run" in log  # the demo ran r=16 once: the run cache has it
-    assert [
-        line
-        for line in run(["git", "diff", "main", "--", "params.yaml"], repo).splitlines()
-        if line[:1] in "+-" and line[:3] not in ("+++", "---")
-    ] == [
-        "-  r: 32  # adapter rank; `dvc exp run -S lora.r=16` tries a smaller one",
-        "+  r: 16  # adapter rank; `dvc exp run -S lora.r=16` tries a smaller one",
-    ]
-    run(["git", "switch", "-q", "-c", "lora-r16"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "LoRA r=16"], repo)
-    run([DVC, "push"], repo)
-    run([*MAKE, "review", "BASE=main"], repo)
-    report = (repo / "reports/review.md").read_text()
-    assert report.startswith("**Verdict: ") and "Params changed: `lora.r`: 32 -> 16" in report
-
-
-def build_tiny_llama(repo: Path) -> str:
-    """A random tiny Llama-architecture model beside the demo's tiny Phi, with the tiny Phi's tokenizer
-    (no pad token, bos = eos): a second model family for a cross-family review."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(repo / "models/tiny-phi")
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+def test_the_verdict_line_reads_the_primary_interval():
+    better = {"delta": 0.02, "ci_low": 0.005, "ci_high": 0.031, "resamples": 1000}
+    assert headline_verdict("pooled_reference.rouge1", better, "main") == (
+        "**Verdict: better** on ROUGE-1 pooled (primary metric): this revision minus `main` +0.0200, "
+        "95% CI [+0.0050, +0.0310]"
     )
-    torch.manual_seed(0)
-    out = repo / "models/tiny-llama"
-    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return "models/tiny-llama"
-
-
-def test_review_across_model_families_compares_base_peft_and_the_gains(demo_repo, tmp_path):
-    """main: the demo's tiny Phi run; a branch: a tiny Llama (another architecture) run through the same
-    pipeline, briefly trained. Base rows differ, so the review compares base with base, PEFT with PEFT,
-    and each model's gain, paired over the same 60 test dialogues."""
-    repo = copy_demo(demo_repo[0], tmp_path / "repo")
-    run(["git", "branch", "-M", "main"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "CPU profile, r=32 run (tiny Phi)"], repo)
-    scores = {"main": {v: rows_by_id(repo / f"data/scored/{v}/test.jsonl") for v in ("base", "peft")}}
-    run(["git", "switch", "-q", "-c", "tiny-llama"], repo)
-    model = build_tiny_llama(repo)
-    run([DVC, "add", "-q", model], repo)
-    overrides = {
-        "model": {"name": model},
-        "lora": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},  # Llama's names, not Phi's dense
-        "train": {"max_steps": 10, "logging_steps": 5, "eval_steps": 5, "save_steps": 5, "eval_rows": 8},
-    }
-    set_params(repo, overrides)
-    run([DVC, "repro"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "tiny Llama"], repo)
-    scores["this"] = {v: rows_by_id(repo / f"data/scored/{v}/test.jsonl") for v in ("base", "peft")}
-    run([*MAKE, "review", "BASE=main"], repo)
-    lines = (repo / "reports/review.md").read_text().splitlines()
-    print("\n".join(lines[:24]))
-    assert lines[0].startswith("**Verdict: ") and "`model.name`: models/tiny-phi -> models/tiny-llama" in lines[4]
-    assert [line for line in lines if line.startswith("**The base models differ**")][0].startswith(
-        "**The base models differ**: `main` runs `models/tiny-phi`, this revision `models/tiny-llama`"
+    noise = {"delta": -0.01, "ci_low": -0.03, "ci_high": 0.004, "resamples": 1000}
+    assert headline_verdict("best_reference.meteor", noise, "main").startswith(
+        "**Verdict: no difference beyond noise** on METEOR best-ref (primary metric)"
     )
-    # Pooled ROUGE-1 (the primary metric), per dialogue over the 60 test dialogues both revisions scored.
-    ids = sorted(scores["main"]["base"])
-    assert len(ids) == 60 and sorted(scores["this"]["peft"]) == ids
-    value = {
-        (rev, v): [scores[rev][v][i]["scores"]["pooled_rouge1"] for i in ids] for rev in scores for v in scores[rev]
+    assert headline_verdict("best_reference.meteor", None, "main").startswith("**Verdict: none**")
+
+
+def test_an_exploratory_score_is_beyond_noise_only_by_its_holm_adjusted_p():
+    result = {"delta": 0.02, "ci_low": 0.001, "ci_high": 0.04, "resamples": 1000, "p_value": 0.03}
+    assert verdict("rouge1", result) == "better by 0.0200 [+0.0010, +0.0400], beyond noise"
+    assert verdict("rouge1", result, adjusted_p=0.12) == (
+        "better by 0.0200 [+0.0010, +0.0400], p 0.03, Holm 0.12: within noise"
+    )
+    assert verdict("red_herring", result, adjusted_p=0.01).startswith("worse by 0.0200")  # lower is better
+
+
+def test_the_review_reads_each_revision_s_paths_from_its_dvc_yaml_stage_cmds():
+    dvc_yaml = (
+        "stages:\n  train:\n    cmd: python -m stages.train --metrics-path out/train.json --adapter-dir a\n"
+        "  evaluate:\n    cmd: >-\n      python -m stages.evaluate --scored-dir out/scored/\n"
+        "      --metrics-dir=out/metrics --plots-dir p\n"
+    )
+    assert stage_paths(dvc_yaml, "revision 'main'") == {
+        "metrics_dir": "out/metrics",
+        "scored_dir": "out/scored",
+        "train_metrics": "out/train.json",
     }
-    gain = {rev: [p - b for b, p in zip(value[rev, "base"], value[rev, "peft"], strict=True)] for rev in scores}
-    expected = [
-        sum(value["this", "base"]) / 60 - sum(value["main", "base"]) / 60,
-        sum(value["this", "peft"]) / 60 - sum(value["main", "peft"]) / 60,
-        sum(gain["main"]) / 60,
-        sum(gain["this"]) / 60,
-        sum(gain["this"]) / 60 - sum(gain["main"]) / 60,
-    ]
+    with pytest.raises(ReviewError) as error:
+        stage_paths(dvc_yaml.replace("--metrics-path", "--metrics"), "revision 'main'")
+    assert str(error.value) == (
+        "dvc.yaml of revision 'main': stage train's cmd has no --metrics-path; the review reads its outputs from there"
+    )
+
+
+def test_a_text_is_one_markdown_table_cell():
+    assert cell("Tom  |\tAnn\n\nmeet. ") == "Tom \\| Ann meet."
+    assert cell(" \n") == cell("") == "(empty)"
+
+
+# Three dialogues, two model families (revision "main": family A, this revision: family B), hand-made scores.
+# Per dialogue d1, d2, d3:        base          PEFT          gain = PEFT - base
+#   A (main)                      .2 .4 .3      .5 .5 .6      .3 .1 .3   mean .7/3
+#   B (this revision)             .1 .1 .4      .6 .3 .5      .5 .2 .1   mean .8/3
+#   B - A, base:  -.1 -.3 .1 (mean -.1); PEFT: .1 -.2 -.1 (mean -.2/3); gains: .2 .1 -.2 (mean .1/3)
+SCORES = {
+    "main": {"base": (0.2, 0.4, 0.3), "peft": (0.5, 0.5, 0.6)},
+    "this": {"base": (0.1, 0.1, 0.4), "peft": (0.6, 0.3, 0.5)},
+}
+IDS = ("d1", "d2", "d3")
+
+
+def by_id(values: tuple, ids: tuple = IDS) -> dict[str, dict]:
+    # Stored in reverse order: pairs are made by id, not by position.
+    return {i: {"pooled_rouge1": v} for i, v in reversed(list(zip(ids, values, strict=True)))}
+
+
+def test_gains_of_two_models_over_the_same_dialogues_by_hand():
+    scores = {
+        rev: {v: by_id(SCORES[name][v]) for v in ("base", "peft")} for rev, name in (("main", "main"), (None, "this"))
+    }
+    result = gains(scores, ("main", None), ["pooled_rouge1", "meteor"], resamples=500, seed=0)["pooled_rouge1"]
+    expected = {"base": -0.1, "peft": -0.2 / 3, "gain_a": 0.7 / 3, "gain_b": 0.8 / 3, "gain_difference": 0.1 / 3}
+    assert {part: result[part]["delta"] for part in expected} == {k: round(v, 4) for k, v in expected.items()}
+    # A resampled mean lies between the smallest and the largest per-dialogue difference.
+    low, high = result["gain_difference"]["ci_low"], result["gain_difference"]["ci_high"]
+    assert -0.2 <= low < 0.1 / 3 < high <= 0.2
+    # A gain difference that is the same on every dialogue has no spread.
+    shifted = {None: {v: by_id(tuple(s + 0.05 for s in SCORES["main"][v])) for v in ("base", "peft")}}
+    shifted["main"] = scores["main"]
+    same = gains(shifted, ("main", None), ["pooled_rouge1"], resamples=500, seed=0)["pooled_rouge1"]
+    assert same["base"] == {"delta": 0.05, "ci_low": 0.05, "ci_high": 0.05, "resamples": 500}
+    assert same["gain_difference"] == {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "resamples": 500}
+
+
+def hand_run(model: str, scores: dict, ids: tuple = IDS) -> Run:
+    rows = {
+        v: {
+            "test": {
+                i: {"id": i, "prediction": f"{v} summary of {i}", "references": ["ref"], "scores": s}
+                for i, s in by_id(scores[v], ids).items()
+            },
+            "stress": {f"s{k}": {"id": f"s{k}", "final_time_correct": k % 2, "red_herring": 0} for k in range(3)},
+        }
+        for v in ("base", "peft")
+    }
+    metrics = {v: {"pooled_reference": {"rouge1": sum(scores[v]) / 3}} for v in ("base", "peft")}
+    return Run(model, {**metrics, "train": {"last_loss": 1.5}}, rows)
+
+
+def render(runs: dict) -> list[str]:
+    return render_review("main", runs, [], 2, 500, 0, "pooled_reference.rouge1").splitlines()
+
+
+def test_a_review_across_model_families_compares_base_peft_and_the_gains():
+    lines = render({"main": hand_run("org/model-a", SCORES["main"]), None: hand_run("org/model-b", SCORES["this"])})
+    # PEFT of this revision minus PEFT of main, the verdict as before.
+    assert lines[0].startswith("**Verdict: no difference beyond noise** on ROUGE-1 pooled (primary metric): ")
+    assert "this revision minus `main` -0.0667" in lines[0]
+    differ = "**The base models differ**: `main` runs `org/model-a`, this revision `org/model-b` (`model.name`"
+    assert [line for line in lines if line.startswith("**The base models differ**")][0].startswith(differ)
+    assert "| metric | base model (org/model-a) @ main | base model (org/model-b) @ this revision " in "\n".join(lines)
     start = lines.index("## Across models: base vs base, PEFT vs PEFT, and each model's gain")
-    row = next(line for line in lines[start:] if line.startswith("| ROUGE-1 pooled (primary) |"))
-    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
-    assert [float(cell.split(" [")[0]) for cell in cells] == pytest.approx(expected, abs=6e-5)
-    interval = paired_bootstrap(gain["main"], gain["this"], resamples=1000, seed=42)
-    assert cells[4].endswith(f"[{interval['ci_low']:+.4f}, {interval['ci_high']:+.4f}]")
-    assert "| stress: final time |" in "\n".join(lines[start:])
+    assert lines[start + 4] == (
+        "| score | base: org/model-b - org/model-a | PEFT: this revision - `main` | gain of org/model-a "
+        "| gain of org/model-b | gain difference |"
+    )
+    row = lines[start + 6].split(" | ")
+    assert row[0] == "| ROUGE-1 pooled (primary)"
+    assert [cell.split(" [")[0] for cell in row[1:]] == ["-0.1000", "-0.0667", "+0.2333", "+0.2667", "+0.0333"]
+    assert lines[start + 7].startswith("| stress: final time | +0.0000 [+0.0000, +0.0000] |")
+    assert lines.index("## PEFT: this revision minus `main`") > start  # the PEFT-vs-PEFT section follows
+    # One family on both sides: no cross-family section.
+    same = render({"main": hand_run("org/model-a", SCORES["main"]), None: hand_run("org/model-a", SCORES["this"])})
+    assert not [line for line in same if "Across models" in line or "base models differ" in line]
+
+
+def test_revisions_that_scored_other_test_dialogues_are_reported_unpaired_in_one_line():
+    other = hand_run("org/model-b", SCORES["this"], ids=("d1", "d2", "d4"))
+    lines = render({"main": hand_run("org/model-a", SCORES["main"]), None: other})
+    why = (
+        "cannot pair the two revisions: the test dialogues of `main` (first) and this revision (second), sorted by "
+        "id, are not the same dialogues in the same order: row 3 is 'd3' in the first, 'd4' in the second; score "
+        "both on the same test set"
+    )
+    assert lines[0] == f"**Verdict: none**: {why}"
+    assert [line for line in lines if line.startswith("No paired comparison")] == [f"No paired comparison: {why}."]
+    assert "## Headline metrics" in lines and "| ROUGE-1 pooled | 0.3 | 0.2 | 0.5333 | 0.4667 |" in lines
+    assert not [line for line in lines if line.startswith("## ") and line != "## Headline metrics"]

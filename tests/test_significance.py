@@ -5,7 +5,7 @@ import pytest
 
 from phisum.metrics import Scored, score_groups
 from phisum.significance import PairingError, bootstrap_p_value, check_paired, compare_systems, holm, paired_bootstrap
-from tests.test_scoring import GROUPS
+from tests.helpers import GROUPS
 
 
 def interval(delta: float, low: float, high: float, resamples: int) -> dict:

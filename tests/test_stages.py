@@ -9,7 +9,7 @@ import sys
 from phisum.modeling import load_tokenizer
 from phisum.params import load_params
 from phisum.prompt import build_prompt
-from tests.conftest import (
+from tests.helpers import (
     ROOT,
     invoke_stage,
     one_error_line,

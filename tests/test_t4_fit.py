@@ -10,9 +10,7 @@ from transformers import AutoConfig
 
 from phisum.fullsize import FAMILIES, family_config, meta_model, write_random_model
 from phisum.params import ModelParams, load_params
-
-from .conftest import ROOT
-from .test_benchmarks import load_script
+from tests.helpers import ROOT, load_script
 
 # Small shapes of each family's architecture: hidden 128 puts r=32's LoRA A matrices (32 x 128 = 4,096 values)
 # exactly on bitsandbytes' 8-bit threshold, and 2 KV heads make Llama-type B matrices (64 x 32) fall under it.

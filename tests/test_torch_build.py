@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import ROOT
+from tests.helpers import ROOT
 
 SCRIPT = ROOT / "setup" / "torch_build.py"
 CU126 = "torch==2.13.0+cu126 --index-url https://download.pytorch.org/whl/cu126"

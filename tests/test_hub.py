@@ -5,7 +5,7 @@ no hub here), as the hub sends them: 401 or 403 with X-Error-Code GatedRepo, 401
 
 import pytest
 
-from tests.conftest import FAKE_TOKEN, invoke_stage, one_error_line, set_params
+from tests.helpers import FAKE_TOKEN, invoke_stage, one_error_line, set_params
 
 LLAMA = "meta-llama/Meta-Llama-3-8B"
 REFUSED = "hf_" + "0" * 34  # a token the stand-in hub does not know

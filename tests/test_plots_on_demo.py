@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import VENV_BIN, run
+from tests.helpers import VENV_BIN, run
 
 pytestmark = pytest.mark.slow
 DVC = str(VENV_BIN / "dvc")

@@ -15,7 +15,7 @@ import pytest
 
 from phisum.data import DataError, load_splits, prepare_split
 from phisum.params import load_params
-from tests.conftest import ROOT, invoke_stage, one_error_line, set_params, stage_env
+from tests.helpers import ROOT, invoke_stage, one_error_line, set_params, stage_env
 
 TEMPLATE = "Instruct: Summarize the below conversation.\n\n{dialogue}\nOutput:\n"
 GOOD_SPLIT = "id,dialogue,summary,topic\nx_1,#Person1#: Hi.,They greet.,greeting\n"

@@ -12,7 +12,6 @@ import nltk
 import pytest
 import sacrebleu
 import transformers
-import yaml
 from nltk.corpus.reader import WordNetCorpusReader
 from nltk.tokenize.punkt import PunktLanguageVars, PunktParameters, PunktSentenceTokenizer
 from nltk.translate.meteor_score import single_meteor_score
@@ -45,35 +44,9 @@ from phisum.resources import (
     resolve_bertscore_model,
 )
 from phisum.significance import compare_systems
-from phisum.stress import make_stress_cases
-from tests.conftest import SHARED_DATA, stage_args
+from tests.helpers import GROUPS, SHARED_DATA, stage_args, write_predictions
 
 SENTENCE = "Tom and Ann will meet on Friday at nine am."  # 11 tokens: 10 words and the full stop
-# Overlapping but different summaries, so every BLEU n-gram order has matches and nothing scores 1.
-GROUPS = [
-    {
-        "prediction": "Tom and Ann will meet on Friday at nine. Tom brings the report.",
-        "references": [
-            "Tom and Ann will meet on Friday morning. Tom will bring the report.",
-            "Ann and Tom meet at nine on Friday, and Tom brings the report.",
-            "The meeting is moved to Friday at nine.",
-        ],
-    },
-    {
-        "prediction": "Mary asks John to buy the train tickets for Sunday.",
-        "references": [
-            "John will buy the train tickets for Sunday because Mary asks him to.",
-            "Mary wants John to buy two train tickets for Sunday.",
-        ],
-    },
-    {  # shorter than its references, so BLEU's brevity penalty applies
-        "prediction": "Jack is late again.",
-        "references": [
-            "Jack is late for work again because his car broke down on the highway.",
-            "Jack arrives late to work again.",
-        ],
-    },
-]
 
 
 MINILM = BertScoreSettings(DEFAULT_BERTSCORE_MODEL, layers=6, rescale=False)
@@ -699,34 +672,7 @@ def test_equal_terms_averages_every_protocol_as_the_human_ceiling_does():
 # The evaluate stage on hand-made predictions
 
 EVALUATE = Path(__file__).resolve().parents[1] / "stages" / "evaluate.py"
-STRESS = make_stress_cases(seed=0, count=4)
 MINILM_PARAMS = {"bertscore_model": DEFAULT_BERTSCORE_MODEL, "bertscore_layers": 6}
-
-
-def stated_final_time(case: dict) -> str:
-    return f"They meet on {case['final']['day']} at {case['final']['time']}."
-
-
-def write_predictions(repo: Path, evaluate_params: dict) -> None:
-    """A params.yaml and data/predictions/{base,peft}/ as the generate stage writes them."""
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    params["evaluate"].update(evaluate_params)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    references = [["Tom meets Ann on Friday.", "Ann and Tom meet on Friday."], ["Jack is late again."]]
-    outputs = {
-        "base": [("", True), ("Jack is late.", False)],  # one empty, one cut off at max_new_tokens
-        "peft": [("Tom meets Ann on Friday.", True), ("Jack is late again.", True)],
-    }
-    for variant, rows in outputs.items():
-        test = [
-            {"id": f"test_{i}_1", "references": refs, "prediction": text, "stopped": stopped, "new_tokens": 5}
-            for i, (refs, (text, stopped)) in enumerate(zip(references, rows, strict=True))
-        ]
-        stress = [{**case, "prediction": stated_final_time(case) if variant == "peft" else ""} for case in STRESS]
-        folder = repo / "data" / "predictions" / variant
-        folder.mkdir(parents=True)
-        for name, lines in (("test", test), ("stress", stress)):
-            (folder / f"{name}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 def run_evaluate(repo: Path, *args: str) -> subprocess.CompletedProcess:

@@ -22,17 +22,19 @@ from phisum.profile import apply_overrides
 from phisum.training import plan_processes, select_loss_kernels
 from stages import generate as generate_stage
 from stages import train as train_stage
-from tests.conftest import (
+from tests.helpers import (
     ROOT,
     VENV_BIN,
     checkpoint_written,
     command_env,
     copy_project,
+    cpu_profile_params,
+    cpu_profile_text,
     run,
     set_params,
     stage_args,
+    write_prepared,
 )
-from tests.test_training import cpu_profile_params, cpu_profile_text
 
 PYTHON = str(VENV_BIN / "python")
 DVC = str(VENV_BIN / "dvc")
@@ -229,16 +231,6 @@ def test_below_compute_capability_8_the_trl_loss_runs_without_triton(monkeypatch
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: (7, 5))  # a T4
     assert select_loss_kernels("cuda") is False
     assert kernels._use_triton(torch.device("cuda")) is False  # what TRL's chunked log-prob asks
-
-
-def write_prepared(data_dir: Path, completion: str = "They greet.") -> list[Path]:
-    """data/prepared's two training files, with one row each."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    row = {"id": "a", "prompt": "Instruct: Summarize the below conversation.\n\n#Person1#: Hi.\nOutput:\n"}
-    paths = [data_dir / "train.jsonl", data_dir / "validation.jsonl"]
-    for path in paths:
-        path.write_text(json.dumps({**row, "completion": completion}) + "\n")
-    return paths
 
 
 @pytest.mark.parametrize(
