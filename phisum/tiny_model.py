@@ -148,18 +148,7 @@ TINY_FAMILIES = {
     },
     # meta-llama/Meta-Llama-3-8B-Instruct as first released: the tokenizer's EOS is still <|end_of_text|>, turns end
     # with <|eot_id|>, which only generation_config.json lists (eos_token_id [128001, 128009]).
-    "llama-3-instruct": {
-        "model_type": "llama",
-        "style": "byte_level",
-        "special": ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
-        "tokenizer_config": {
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": "<|begin_of_text|>",
-            "eos_token": "<|end_of_text|>",
-        },
-        "template": "<|begin_of_text|> $A",
-        "generation_eos": ["<|end_of_text|>", "<|eot_id|>"],
-    },
+    "llama-3-instruct": None,  # llama-3's, but for generation_eos: instruct_variant below
     # mistralai/Mistral-7B-v0.3: a LlamaTokenizer (SentencePiece-style, byte fallback) that adds <s>, no pad.
     "mistral": {
         "model_type": "mistral",
@@ -195,22 +184,20 @@ TINY_FAMILIES = {
         "generation_eos": ["<|endoftext|>"],
     },
     # Qwen/Qwen2.5-7B-Instruct: eos <|im_end|>, pad <|endoftext|>; generation_config eos_token_id [151645, 151643].
-    "qwen2.5-instruct": {
-        "model_type": "qwen2",
-        "style": "byte_level",
-        "special": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        "tokenizer_config": {
-            "tokenizer_class": "Qwen2Tokenizer",
-            "add_bos_token": False,
-            "bos_token": None,
-            "eos_token": "<|im_end|>",
-            "pad_token": "<|endoftext|>",
-            "errors": "replace",
-        },
-        "template": None,
-        "generation_eos": ["<|im_end|>", "<|endoftext|>"],
-    },
+    "qwen2.5-instruct": None,  # qwen2.5's, but for its EOS: instruct_variant below
 }
+
+
+def instruct_variant(base: str, generation_eos: list[str], eos_token: str | None = None) -> dict:
+    """An instruct model's conventions: its base's, with the EOS list its generation_config gives (and the
+    tokenizer's own EOS where it changes)."""
+    spec = TINY_FAMILIES[base]
+    config = {**spec["tokenizer_config"], **({"eos_token": eos_token} if eos_token else {})}
+    return {**spec, "tokenizer_config": config, "generation_eos": generation_eos}
+
+
+TINY_FAMILIES["llama-3-instruct"] = instruct_variant("llama-3", ["<|end_of_text|>", "<|eot_id|>"])
+TINY_FAMILIES["qwen2.5-instruct"] = instruct_variant("qwen2.5", ["<|im_end|>", "<|endoftext|>"], "<|im_end|>")
 
 
 def family_tokenizer_json(family: str) -> str:
