@@ -80,7 +80,9 @@ def test_a_rebuild_replaces_an_earlier_workspace_and_nothing_else(checkout, tmp_
 def test_make_demo_builds_its_workspace_outside_the_checkout(tmp_path):
     """The Makefile's demo target: the workspace first, and every later command in it (`make -n`, nothing run)."""
     workspace = tmp_path / "ws"
-    dry = run(["make", "-n", "-o", ".venv/.installed", "demo", f"DEMO={workspace}", "DATA=mine"], ROOT).splitlines()
+    # --no-print-directory: under `make test` this make is a sub-make, which would announce its directory.
+    make = ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "demo", f"DEMO={workspace}", "DATA=mine"]
+    dry = run(make, ROOT).splitlines()
     assert dry[0].endswith(f'python -m phisum.demo "{workspace}"'), dry[0]
     commands = [line for line in dry[1:] if line and not line.startswith(("echo", "\t"))]
     assert len(commands) >= 8 and all(line.startswith(f'cd "{workspace}" && ') for line in commands), commands

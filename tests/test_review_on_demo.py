@@ -184,10 +184,7 @@ def test_review_across_model_families_compares_base_peft_and_the_gains(demo_repo
     """main: the demo's tiny Phi run; a branch: a tiny Llama (another architecture) run through the same
     pipeline, briefly trained. Base rows differ, so the review compares base with base, PEFT with PEFT,
     and each model's gain, paired over the same 60 test dialogues."""
-    repo = copy_demo(demo_repo[0], tmp_path / "repo")
-    run(["git", "branch", "-M", "main"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "CPU profile, r=32 run (tiny Phi)"], repo)
+    repo = copy_demo(demo_repo[0], tmp_path / "repo")  # main: the r=32 run of the tiny Phi, committed
     scores = {"main": {v: rows_by_id(repo / f"data/scored/{v}/test.jsonl") for v in ("base", "peft")}}
     run(["git", "switch", "-q", "-c", "tiny-llama"], repo)
     model = build_tiny_llama(repo)
