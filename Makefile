@@ -3,7 +3,7 @@
 #              experiment, the metrics diff; this checkout's params.yaml, dvc.lock and .dvc files are not touched
 # make test    the test suite (what CI runs)
 # make bench   after `make demo`, on its workspace: BENCHMARKS.md's CPU rows into benchmarks/results/ (DATA=<dir>: the DialogSum ones too)
-# make gpu-kit  wheels for benchmarks/gpu_phi2.py on the lent H200 (.gpukit/, < 64 MiB) and the command to run it
+# make gpu-kit  wheels for benchmarks/gpu_phi2.py on an offline GPU machine (.gpukit/, < 64 MiB) and the command to run it
 # make remote  point DVC at a local directory remote (REMOTE=<dir>); the demo workspace gets the same
 # make review BASE=main   reports/review.md: this revision against BASE (stale check first)
 
@@ -75,7 +75,7 @@ demo: setup
 	@echo "then git log (profile, r=32 run), dvc exp show (the r=16 experiment), metrics/peft.json and"
 	@echo "reports/qualitative.md. This checkout still holds the T4 recipe; rm -rf $(DEMO) removes the demo."
 
-# In .dvc/config.local (this clone only); a team's shared remote goes in .dvc/config (README).
+# In .dvc/config.local (this clone only); a team's shared remote goes in .dvc/config (docs/workflow.md).
 remote: setup
 	$(BIN)/dvc remote add --local --force demo "$(abspath $(REMOTE))"
 	$(BIN)/dvc remote default --local demo

@@ -1,8 +1,8 @@
-"""Build the carry kit that lets benchmarks/gpu_phi2.py run unchanged on the lent H200 (`make gpu-kit`).
+"""Build the carry kit that lets benchmarks/gpu_phi2.py run unchanged on an offline GPU machine (`make gpu-kit`).
 
     python benchmarks/gpu_kit.py [--kit-dir .gpukit] [--cuda 130]
 
-The lent machine's image (torch 2.11 built for CUDA 13.0, Python 3.12, transformers 5.17, peft,
+The GPU machine's image (torch 2.11 built for CUDA 13.0, Python 3.12, transformers 5.17, peft,
 accelerate 1.15; no bitsandbytes, TRL, datasets or ruamel.yaml; no network) takes at most 64 MiB of
 working tree plus carried files. The kit holds the wheels of what the benchmark imports and the image
 lacks or holds at another version than requirements.txt pins, with bitsandbytes trimmed to the one
@@ -139,7 +139,7 @@ def main(kit_dir: str, cuda: str) -> None:
     for path in sorted(out_dir.glob("*.whl")):
         click.echo(f"  {path.stat().st_size:>12,}  {path.name}")
     click.echo(f"kit {kit_bytes / 2**20:.1f} MiB + working tree {other_bytes / 2**20:.1f} MiB (limit 64 MiB)")
-    click.echo("\nOn a session lent a GPU, call the device tool's run with:")
+    click.echo("\nOn the GPU machine (the device tool's run), with:")
     click.echo(f'  carry: ["{kit_dir}"]   timeout_s: 600')
     click.echo(f"  command: {run_command(kit_dir)}")
     click.echo("Then, in a second call with the same carry, the other model families (#22: will they fit a T4?):")

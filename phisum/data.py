@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from phisum.errors import UserError
-from phisum.hub import hub_error
+from phisum.hub import hub_lookup
 from phisum.params import Params
 from phisum.prompt import build_prompt
 
@@ -157,14 +157,9 @@ def load_hub_dataset(source: str, revision: str | None):
     from datasets import load_dataset
     from huggingface_hub.utils import validate_repo_id
 
-    try:
+    with hub_lookup("data.source", source, revision, WHERE_DATA_LIVES, "files that datasets can load"):
         validate_repo_id(source)  # offline, load_dataset would call any string "unreachable"
         return load_dataset(source, revision=revision)
-    except Exception as error:
-        entry = "files that datasets can load"
-        if (answer := hub_error(error, "data.source", source, revision, WHERE_DATA_LIVES, entry)) is None:
-            raise
-        raise answer from None
 
 
 def load_splits(source: str, revision: str | None) -> dict[str, tuple[list[dict], str]]:
@@ -371,13 +366,16 @@ def prepare_split(
     for row in usable:
         dialogue, summary = str(row["dialogue"]).strip(), str(row["summary"]).strip()
         summary_len = len(tokenizer(summary, add_special_tokens=False)["input_ids"])
-        room_after_prompt = summary_len + 1 if reserve is None else reserve
-        if room_after_prompt >= max_length:
+        # A training row needs the template, the summary and its EOS with at least one dialogue token.
+        without_dialogue = build_prompt(template, "") + summary + tokenizer.eos_token
+        if reserve is None and len(tokenizer(without_dialogue)["input_ids"]) >= max_length:
             if on_bad_rows == "error":
+                template_len = len(tokenizer(build_prompt(template, ""))["input_ids"])
                 raise DataError(
-                    f"{where}: row id {str(row['id'])!r}: summary too long: {summary_len} tokens (+1 for EOS) leave "
-                    f"no room for the dialogue within prompt.max_length {max_length}; shorten the summary, raise "
-                    "prompt.max_length, or set data.on_bad_rows: drop to skip and count such rows"
+                    f"{where}: row id {str(row['id'])!r}: summary too long: {summary_len} tokens (+1 for EOS), with "
+                    f"the template's {template_len}, leave no room for the dialogue within prompt.max_length "
+                    f"{max_length}; shorten the summary, raise prompt.max_length, or set data.on_bad_rows: drop to "
+                    "skip and count such rows"
                 )
             stats.dropped["summary_too_long"] = stats.dropped.get("summary_too_long", 0) + 1
             continue

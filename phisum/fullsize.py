@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM, PhiConfig, PretrainedConfig
 
+from phisum.families import FAMILIES as PRESETS  # the hub ids and LoRA targets, one table for both
 from phisum.params import Params, ParamsError, load_params
 from phisum.synthetic import make_example
 from phisum.tiny_model import train_tokenizer
@@ -67,16 +68,16 @@ class Family:
 LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FAMILIES = {
     "phi-2": Family(
-        name="microsoft/phi-2",
+        name=PRESETS["phi-2"].model,
         model_type="phi",
         dims=PHI2_DIMS,
         params=PHI2_PARAMS,
-        attention=("q_proj", "k_proj", "v_proj", "dense"),  # the committed params.yaml
+        attention=tuple(PRESETS["phi-2"].target_modules),
         all_linear=("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"),
         source="microsoft/phi-2 config.json (see PHI2_DIMS; ../shared/REFERENCE.md lists the same dims)",
     ),
     "llama-3-8b": Family(
-        name="meta-llama/Meta-Llama-3-8B",
+        name=PRESETS["llama-3-8b"].model,
         model_type="llama",
         dims={
             "vocab_size": 128256,
@@ -91,14 +92,14 @@ FAMILIES = {
             "tie_word_embeddings": False,
         },
         params=8_030_261_248,  # model card: 8B; 8.03B as the hub's safetensors metadata counts it
-        attention=("q_proj", "k_proj", "v_proj", "o_proj"),
+        attention=tuple(PRESETS["llama-3-8b"].target_modules),
         all_linear=LLAMA_LINEAR,
         source="pytorch/torchtune torchtune/models/llama3/_model_builders.py llama3_8b() (commit dcb6dc4): "
         "vocab_size=128_256, num_layers=32, num_heads=32, num_kv_heads=8, embed_dim=4096, "
         "intermediate_dim=14336, max_seq_len=8192, norm_eps=1e-5, rope_base=500000.0; untied output",
     ),
     "mistral-7b-v0.3": Family(
-        name="mistralai/Mistral-7B-v0.3",
+        name=PRESETS["mistral-7b-v0.3"].model,
         model_type="mistral",
         dims={
             "vocab_size": 32768,
@@ -114,7 +115,7 @@ FAMILIES = {
             "tie_word_embeddings": False,
         },
         params=7_248_023_552,  # 7.25B
-        attention=("q_proj", "k_proj", "v_proj", "o_proj"),
+        attention=tuple(PRESETS["mistral-7b-v0.3"].target_modules),
         all_linear=LLAMA_LINEAR,
         source="pytorch/torchtune torchtune/models/mistral/_model_builders.py mistral_7b() (commit 6adf934): "
         "num_layers=32, num_heads=32, num_kv_heads=8, embed_dim=4096, intermediate_dim=14336, "
@@ -123,7 +124,7 @@ FAMILIES = {
         "v0.3 = 'Extended vocabulary to 32768'",
     ),
     "qwen2.5-7b": Family(
-        name="Qwen/Qwen2.5-7B",
+        name=PRESETS["qwen2.5-7b"].model,
         model_type="qwen2",
         dims={
             "vocab_size": 152064,
@@ -138,7 +139,7 @@ FAMILIES = {
             "tie_word_embeddings": False,
         },
         params=7_615_616_512,  # 7.62B (q/k/v carry biases in Qwen2)
-        attention=("q_proj", "k_proj", "v_proj", "o_proj"),
+        attention=tuple(PRESETS["qwen2.5-7b"].target_modules),
         all_linear=LLAMA_LINEAR,
         source="pytorch/torchtune torchtune/models/qwen2_5/_model_builders.py qwen2_5_7b_base() (commit fa59233): "
         "vocab_size=152064, num_layers=28, num_heads=28, num_kv_heads=4, embed_dim=3584, "

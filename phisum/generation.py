@@ -25,6 +25,7 @@ from phisum.modeling import (
 )
 from phisum.params import Params
 from phisum.stress import make_stress_cases
+from phisum.vocabulary import SETS
 
 # Masked attention with left padding: a padded row's query can attend to nothing, and some fused
 # kernels (cuDNN attention on Hopper/Blackwell, reported upstream) return NaN there. The
@@ -176,7 +177,7 @@ def generate(
         make_stress_cases(params.seed, params.generate.stress_cases), template, tokenizer, budget
     )
     extra, extra_cut = fit_prompts(list(extra_rows), template, tokenizer, budget)
-    sets = {"test": group_by_dialogue(test_rows), "stress": stress, "extra": extra}
+    sets = dict(zip(SETS, (group_by_dialogue(test_rows), stress, extra), strict=True))
     rows = [row for name in sets for row in sets[name]]
     prompts = [row["prompt"] for row in rows]
     started = time.perf_counter()

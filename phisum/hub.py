@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from phisum.params import ParamsError
@@ -50,7 +52,8 @@ def causes(error: BaseException) -> list[BaseException]:
     chain: list[BaseException] = []
     while error is not None and error not in chain:
         chain.append(error)
-        error = error.__cause__ or error.__context__
+        # what it was raised from, or during unless raised `from None`
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     return chain
 
 
@@ -111,3 +114,14 @@ def hub_error(
         if isinstance(error, DatasetNotFoundError):  # datasets' own "doesn't exist on the Hub"
             return HubNameError(not_found)
     return None
+
+
+@contextlib.contextmanager
+def hub_lookup(key: str, name: str, revision: str | None, where: str, entry: str) -> Iterator[None]:
+    """Around a hub look-up of `name`: the hub's answer becomes hub_error's one line; any other error passes."""
+    try:
+        yield
+    except Exception as error:
+        if (answer := hub_error(error, key, name, revision, where, entry)) is None:
+            raise
+        raise answer from None

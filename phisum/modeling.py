@@ -10,7 +10,7 @@ from peft import LoraConfig
 from torch.nn import Linear
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-from phisum.hub import hub_error
+from phisum.hub import hub_lookup
 from phisum.params import LoraParams, ModelParams, ParamsError, QuantizationParams
 
 ATTENTION = "sdpa"  # see load_base_model
@@ -197,10 +197,5 @@ def check_model_source(model: ModelParams) -> None:
         return
     if path.exists():
         raise ParamsError(f"model.name: {name} is a file, not a model directory; {WHERE_MODELS_LIVE}")
-    try:
+    with hub_lookup("model.name", name, revision, WHERE_MODELS_LIVE, "config.json; not a transformers model"):
         hf_hub_download(name, "config.json", revision=revision)
-    except Exception as error:
-        entry = "config.json; not a transformers model"
-        if (answer := hub_error(error, "model.name", name, revision, WHERE_MODELS_LIVE, entry)) is None:
-            raise
-        raise answer from None

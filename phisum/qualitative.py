@@ -95,7 +95,10 @@ def render_report(
         lines += ["## Your dialogues", ""]
         for b, p in zip(extra["base"], extra["peft"], strict=True):
             lines += [f"### {b['id']}", "", quote(b["dialogue"]), "", "| model | summary |", "|---|---|"]
-            lines += [f"| base | {cell(b['prediction'])} |", f"| PEFT | {cell(p['prediction'])} |", ""]
+            lines += [
+                f"| {VARIANT_NAMES[v]} | {cell(row['prediction'])} |" for v, row in zip(VARIANTS, (b, p), strict=True)
+            ]
+            lines.append("")
     lines += render_empty({VARIANT_NAMES[v]: {**scored[v], "extra": extra[v]} for v in VARIANTS})
     lines += render_stress(scored["base"]["stress"], scored["peft"]["stress"])
     return "\n".join(lines)

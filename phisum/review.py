@@ -63,8 +63,11 @@ TRAIN_HEADLINE = ("last_loss", "last_eval_loss")
 ALPHA = 0.05
 PIPELINE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml")
 # The stage options in dvc.yaml that name the files the review reads: (stage, option).
-PATH_OPTIONS = {"metrics_dir": ("evaluate", "--metrics-dir"), "scored_dir": ("evaluate", "--scored-dir")}
-PATH_OPTIONS["train_metrics"] = ("train", "--metrics-path")
+PATH_OPTIONS = {
+    "metrics_dir": ("evaluate", "--metrics-dir"),
+    "scored_dir": ("evaluate", "--scored-dir"),
+    "train_metrics": ("train", "--metrics-path"),
+}
 
 
 class ReviewError(UserError):
@@ -330,7 +333,7 @@ def interval(result: dict) -> str:
 def gains(
     scores: dict[str, dict[str, dict[str, dict]]], revs: tuple[str, str], names: list[str], resamples: int, seed: int
 ) -> dict[str, dict[str, dict]]:
-    """Across two model families, per score name: paired_bootstrap results over the same dialogues of
+    """Across two model families, per score name: paired_bootstrap results over the same dialogues.
 
     "base": base model of revs[1] minus base model of revs[0]; "peft": the same for PEFT;
     "gain_a", "gain_b": each revision's gain, its PEFT minus its base model; "gain_difference": the gain of
@@ -399,11 +402,10 @@ def across_models(
     ]
     order = [primary_name] if primary_name in test else []
     order += [name for name in test if name != primary_name]
-    rows = [(SCORE_KEYS[name] + (" (primary)" if name == primary_name else ""), test[name]) for name in order]
-    rows += [(f"stress.{name}", result) for name, result in stress.items()]
-    for key, result in rows:
-        parts = ("base", "peft", "gain_a", "gain_b", "gain_difference")
-        text = label(key.removesuffix(" (primary)")) + (" (primary)" if key.endswith(" (primary)") else "")
+    rows = [(label(SCORE_KEYS[name]) + (" (primary)" if name == primary_name else ""), test[name]) for name in order]
+    rows += [(label(f"stress.{name}"), result) for name, result in stress.items()]
+    parts = ("base", "peft", "gain_a", "gain_b", "gain_difference")
+    for text, result in rows:
         lines.append(f"| {text} | " + " | ".join(interval(result[part]) for part in parts) + " |")
     return [*lines, ""]
 

@@ -27,7 +27,7 @@ EOS = "<|endoftext|>"
 # Small enough for the CPU demo; the LoRA trainable-parameter counts in tests/test_pipeline.py follow from these.
 TINY_DIMS = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4}
 # ~170 s on one core. The steps are what lets the demo's adapter find a stress dialogue's final slot:
-# the base must first learn to copy the last proposed slot, which it does late: 1,000 steps are too few (README).
+# the base must first learn to copy the last proposed slot, which it does late: 1,000 steps are too few (docs/demo.md).
 PRETRAIN = {"steps": 1500, "batch_size": 8, "block_size": 256, "learning_rate": 3e-3}
 
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from phisum.data import DataError, load_splits, prepare_split
 from phisum.params import load_params
@@ -204,28 +205,40 @@ def test_nul_bytes_are_dropped_and_counted_under_drop(tiny_stage_dir):
     assert "\x00" not in Path("data/prepared/train.jsonl").read_text()
 
 
-def long_summary_csv(tokenizer) -> tuple[bytes, int]:
-    """A row whose summary alone is longer than the tiny stage's prompt.max_length (256); its token count."""
-    summary = " ".join(f"Item {i} goes to Carol on Friday." for i in range(60))
+# A summary longer than the tiny stage's prompt.max_length (256) alone, and one that fits alone but not with the
+# template (on main that one stopped prepare with "prompt.template alone takes ..." even under drop).
+LONG_SUMMARIES = {"alone": 60, "with_the_template": 22}
+
+
+def long_summary_csv(tokenizer, items: int) -> tuple[bytes, int, int]:
+    """A row t_2 whose summary lists `items` items; its token count and the template's."""
+    summary = " ".join(f"Item {i} goes to Carol on Friday." for i in range(items))
     tokens = len(tokenizer(summary, add_special_tokens=False)["input_ids"])
-    assert tokens >= 256
+    template = len(
+        tokenizer(yaml.safe_load((ROOT / "params.yaml").read_text())["prompt"]["template"].replace("{dialogue}", ""))[
+            "input_ids"
+        ]
+    )
+    assert tokens >= 256 if items == LONG_SUMMARIES["alone"] else tokens + 1 < 256 <= tokens + 1 + template
     text = f"id,dialogue,summary,topic\nt_1,#Person1#: Hi.,They greet.,t\nt_2,#Person1#: List.,{summary},t\n"
-    return text.encode(), tokens
+    return text.encode(), tokens, template
 
 
-def test_a_summary_longer_than_the_context_stops_prepare_under_error(tiny_stage_dir, tokenizer):
-    content, tokens = long_summary_csv(tokenizer)
+@pytest.mark.parametrize("items", LONG_SUMMARIES.values(), ids=LONG_SUMMARIES.keys())
+def test_a_summary_longer_than_the_context_stops_prepare_under_error(tiny_stage_dir, tokenizer, items):
+    content, tokens, template = long_summary_csv(tokenizer, items)
     (tiny_stage_dir / "dialogsum" / "train.csv").write_bytes(content)
     assert one_error_line(invoke_stage("prepare")) == (
         f"Error: {tiny_stage_dir / 'dialogsum' / 'train.csv'}: row id 't_2': summary too long: {tokens} tokens "
-        "(+1 for EOS) leave no room for the dialogue within prompt.max_length 256; shorten the summary, raise "
-        "prompt.max_length, or set data.on_bad_rows: drop to skip and count such rows"
+        f"(+1 for EOS), with the template's {template}, leave no room for the dialogue within prompt.max_length 256; "
+        "shorten the summary, raise prompt.max_length, or set data.on_bad_rows: drop to skip and count such rows"
     )
     assert not Path("metrics/data.json").exists()
 
 
-def test_a_summary_longer_than_the_context_is_dropped_and_counted_under_drop(tiny_stage_dir, tokenizer):
-    content, _ = long_summary_csv(tokenizer)
+@pytest.mark.parametrize("items", LONG_SUMMARIES.values(), ids=LONG_SUMMARIES.keys())
+def test_a_summary_longer_than_the_context_is_dropped_and_counted_under_drop(tiny_stage_dir, tokenizer, items):
+    content, _, _ = long_summary_csv(tokenizer, items)
     (tiny_stage_dir / "dialogsum" / "train.csv").write_bytes(content)
     set_params(tiny_stage_dir, {"data": {"on_bad_rows": "drop"}})
     assert invoke_stage("prepare").exit_code == 0
