@@ -23,7 +23,6 @@ import click
 
 from phisum.checkpoints import (
     CHECKPOINT_DIR_VARIABLE,
-    TRAINING_PARAMS,
     checkpoint_dir_in_use,
     interrupted_message,
     run_fingerprint,
@@ -44,7 +43,7 @@ from phisum.params import load_params, to_dict
 from phisum.processes import TORCHRUN, run_child
 from phisum.prompt import save_adapter_prompt
 
-PARAMS = TRAINING_PARAMS  # the groups the run fingerprint covers: a checkpoint resumes only its own run
+PARAMS = ("seed", "model", "prompt", "quantization", "lora", "train")  # = checkpoints.TRAINING_PARAMS (tested)
 # Relaunched as dvc.yaml runs it: `python -m` puts the working directory first on sys.path, so the copy of the
 # stages and of phisum in a queued experiment's directory runs, not the editable install's.
 MODULE = "stages.train"
