@@ -18,7 +18,8 @@ DVC = str(VENV_BIN / "dvc")
 # steps, short summaries, and ROUGE only (no BERTScore model).
 EXPERIMENTS = {"queued-r8": 8, "queued-r4": 4}
 QUICK = ["-S", "train.max_steps=20", "-S", "train.save_steps=20", "-S", "train.eval_steps=20"]
-QUICK += ["-S", "generate.max_new_tokens=8", "-S", "evaluate.metrics=[rouge,length]"]
+QUICK += ["-S", "generate.max_new_tokens=8", "-S", "generate.stress_cases=4", "-S", "evaluate.metrics=[rouge,length]"]
+QUICK += ["-S", "train.eval_rows=4"]
 
 
 @pytest.fixture(scope="module")
