@@ -20,8 +20,8 @@ from phisum.modeling import (
     describe_runtime,
     load_base_model,
     load_tokenizer,
+    precision_cause,
     resolve_compute_dtype,
-    stable_dtype_advice,
 )
 from phisum.params import Params
 from phisum.stress import make_stress_cases
@@ -147,11 +147,11 @@ def generate_summaries(
 def non_finite_scores_message(ids: Sequence[str], device: str, compute_dtype) -> str:
     """What NaN/inf next-token scores at this compute dtype likely mean, and what to change on this device."""
     dtype = str(compute_dtype).removeprefix("torch.")
-    advice = stable_dtype_advice(device, compute_dtype)
-    overflow = f"{'fp16 overflow' if dtype == 'float16' else 'low bfloat16 precision'} in attention (set {advice}) or "
+    precision = precision_cause(device, compute_dtype)
+    overflow = f"{precision[0]} in attention (set {precision[1]}) or " if precision else ""
     return (
         f"non-finite next-token scores (NaN/inf) for rows {', '.join(ids)} at compute dtype {dtype}; likely "
-        f"{overflow if advice else ''}a fused attention kernel failing on left-padded rows (set generate.batch_size: "
+        f"{overflow}a fused attention kernel failing on left-padded rows (set generate.batch_size: "
         "1 to confirm)"
     )
 

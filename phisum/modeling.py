@@ -64,6 +64,14 @@ def stable_dtype_advice(device: str, compute_dtype: torch.dtype) -> str | None:
     return "quantization.compute_dtype: float32"
 
 
+def precision_cause(device: str, compute_dtype: torch.dtype) -> tuple[str, str] | None:
+    """(the likely cause of NaN/inf at compute_dtype, the setting that avoids it); None at float32."""
+    advice = stable_dtype_advice(device, compute_dtype)
+    if advice is None:
+        return None
+    return ("fp16 overflow" if compute_dtype == torch.float16 else "low bfloat16 precision"), advice
+
+
 def build_quantization_config(quant: QuantizationParams, compute_dtype: torch.dtype) -> BitsAndBytesConfig:
     return BitsAndBytesConfig(
         load_in_4bit=True,

@@ -26,8 +26,8 @@ from phisum.modeling import (
     describe_runtime,
     load_base_model,
     load_tokenizer,
+    precision_cause,
     resolve_compute_dtype,
-    stable_dtype_advice,
 )
 from phisum.params import Params, ParamsError
 from phisum.tracking import DVCLiveCurves, SparseProgress
@@ -178,13 +178,12 @@ class CheckedSFTTrainer(SFTTrainer):
 def non_finite_loss_message(loss: float, step: int, device: str, compute_dtype) -> str:
     """What a NaN/inf loss at this compute dtype likely means, and what to change on this device."""
     dtype = str(compute_dtype).removeprefix("torch.")
-    advice = stable_dtype_advice(device, compute_dtype)
-    if advice is None:
+    if (precision := precision_cause(device, compute_dtype)) is None:
         return (
             f"non-finite training loss ({loss}) at step {step} at compute dtype {dtype}; likely a learning rate "
             "too high: lower train.learning_rate"
         )
-    cause = "fp16 overflow" if dtype == "float16" else "low bfloat16 precision"
+    cause, advice = precision
     return (
         f"non-finite training loss ({loss}) at step {step} at compute dtype {dtype}; likely {cause} or a learning "
         f"rate too high: set {advice} or lower train.learning_rate"
